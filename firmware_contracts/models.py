@@ -1,0 +1,291 @@
+"""Typed, frozen views of schema-valid payloads (parse with ``from_payload``, emit with ``to_payload``).
+
+``from_payload`` assumes the payload already passed ``validate``; it does not re-check it.
+Timestamps become float unix seconds whichever form the node sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from firmware_contracts.timestamps import to_unix_seconds
+
+__all__ = [
+    "ChannelSpec",
+    "Command",
+    "CommandResponse",
+    "CommandStatus",
+    "Heartbeat",
+    "Intervals",
+    "NodeConfig",
+    "NodeHello",
+    "NodeStatus",
+    "TelemetrySample",
+    "parse_telemetry",
+]
+
+Payload = Mapping[str, Any]
+
+
+def _ts(payload: Payload, key: str = "ts") -> float | None:
+    value = payload.get(key)
+    return None if value is None else to_unix_seconds(value)
+
+
+def _drop_none(items: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in items.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """One channel of a node (NodeConfig.channels[] or node_hello.channels[])."""
+
+    id: str
+    type: str
+    metric_type: str | None = None
+    fail_safe_mode: str | None = None  # "NC" | "NO"
+    controlled_by: str | None = None
+    relay_logic: str | None = None  # "active_open" | "active_close"
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> ChannelSpec:
+        """Build from a schema-valid channel object (unknown keys from hello are ignored)."""
+        return cls(
+            id=payload["id"],
+            type=payload["type"],
+            metric_type=payload.get("metric_type"),
+            fail_safe_mode=payload.get("fail_safe_mode"),
+            controlled_by=payload.get("controlled_by"),
+            relay_logic=payload.get("relay_logic"),
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object for NodeConfig.channels[] (absent fields omitted)."""
+        return _drop_none(
+            {
+                "id": self.id,
+                "type": self.type,
+                "metric_type": self.metric_type,
+                "fail_safe_mode": self.fail_safe_mode,
+                "controlled_by": self.controlled_by,
+                "relay_logic": self.relay_logic,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHello:
+    """A node announcing itself on ``hydro/node_hello``."""
+
+    hardware_id: str
+    node_type: str
+    fw_version: str
+    hardware_revision: str | None = None
+    node_uid: str | None = None
+    capabilities: tuple[str, ...] = ()
+    channels: tuple[ChannelSpec, ...] = ()
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> NodeHello:
+        """Build from a schema-valid node_hello payload."""
+        return cls(
+            hardware_id=payload["hardware_id"],
+            node_type=payload["node_type"],
+            fw_version=payload["fw_version"],
+            hardware_revision=payload.get("hardware_revision"),
+            node_uid=payload.get("node_uid"),
+            capabilities=tuple(payload.get("capabilities", ())),
+            channels=tuple(ChannelSpec.from_payload(c) for c in payload.get("channels", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Node health sent every ``intervals.heartbeat_s``."""
+
+    uptime_s: int
+    rssi: int  # dBm, -127..0
+    free_heap: int  # bytes
+    ts: float | None = None
+    wifi_reconnects: int | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> Heartbeat:
+        """Build from a schema-valid heartbeat payload."""
+        reconnects = payload.get("wifi_reconnects")
+        return cls(
+            uptime_s=int(payload["uptime_s"]),
+            rssi=int(payload["rssi"]),
+            free_heap=int(payload["free_heap"]),
+            ts=_ts(payload),
+            wifi_reconnects=None if reconnects is None else int(reconnects),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySample:
+    """One measurement. ``ts`` is None when the node has no synced clock (stamp with arrival time)."""
+
+    metric_type: str
+    value: float
+    ts: float | None
+    channel: str | None = None
+    raw: object = None
+    node_uid: str | None = None  # REST ingest only; over MQTT the topic names the node
+    zone_uid: str | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> TelemetrySample:
+        """Build from one schema-valid sample object."""
+        return cls(
+            metric_type=payload["metric_type"],
+            value=float(payload["value"]),
+            ts=_ts(payload),
+            channel=payload.get("channel"),
+            raw=payload.get("raw"),
+            node_uid=payload.get("node_uid"),
+            zone_uid=payload.get("zone_uid"),
+        )
+
+
+def parse_telemetry(payload: object) -> list[TelemetrySample]:
+    """Samples of a schema-valid telemetry payload: a sample, a list of them, or ``{"samples": [...]}``."""
+    if isinstance(payload, list):
+        items: list[Any] = payload
+    elif isinstance(payload, Mapping) and "samples" in payload:
+        items = list(payload["samples"])
+    elif isinstance(payload, Mapping):
+        items = [payload]
+    else:
+        raise TypeError(f"telemetry payload must be an object or a list, not {type(payload).__name__}")
+    return [TelemetrySample.from_payload(item) for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command the gateway sends on ``…/{channel}/command``."""
+
+    cmd: str
+    cmd_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+    deadline_s: float | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> Command:
+        """Build from a schema-valid command payload."""
+        deadline = payload.get("deadline_s")
+        return cls(
+            cmd=payload["cmd"],
+            cmd_id=payload["cmd_id"],
+            params=dict(payload["params"]),
+            ts=_ts(payload),
+            deadline_s=None if deadline is None else float(deadline),
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object to publish (``ts`` as unix seconds; absent fields omitted)."""
+        return _drop_none(
+            {
+                "cmd": self.cmd,
+                "cmd_id": self.cmd_id,
+                "params": dict(self.params),
+                "ts": self.ts,
+                "deadline_s": self.deadline_s,
+            }
+        )
+
+
+class CommandStatus(StrEnum):
+    """What a node reports about a command."""
+
+    ACK = "ACK"
+    DONE = "DONE"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResponse:
+    """A node's answer on ``…/{channel}/command_response``."""
+
+    cmd: str
+    cmd_id: str
+    status: CommandStatus
+    error_code: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> CommandResponse:
+        """Build from a schema-valid command_response payload."""
+        return cls(
+            cmd=payload["cmd"],
+            cmd_id=payload["cmd_id"],
+            status=CommandStatus(payload["status"]),
+            error_code=payload.get("error_code"),
+            details=dict(payload.get("details", {})),
+            ts=_ts(payload),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Intervals:
+    """How often a node reports, in seconds."""
+
+    telemetry_s: float
+    heartbeat_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The retained config the gateway publishes on ``…/{node}/config``."""
+
+    node_uid: str
+    zone_uid: str
+    gh_uid: str
+    version: int
+    channels: tuple[ChannelSpec, ...]
+    intervals: Intervals
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> NodeConfig:
+        """Build from a schema-valid config payload."""
+        intervals = payload["intervals"]
+        return cls(
+            node_uid=payload["node_uid"],
+            zone_uid=payload["zone_uid"],
+            gh_uid=payload["gh_uid"],
+            version=int(payload["version"]),
+            channels=tuple(ChannelSpec.from_payload(c) for c in payload["channels"]),
+            intervals=Intervals(float(intervals["telemetry_s"]), float(intervals["heartbeat_s"])),
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON object to publish (retained, QoS 1)."""
+        return {
+            "node_uid": self.node_uid,
+            "zone_uid": self.zone_uid,
+            "gh_uid": self.gh_uid,
+            "version": self.version,
+            "channels": [channel.to_payload() for channel in self.channels],
+            "intervals": {
+                "telemetry_s": self.intervals.telemetry_s,
+                "heartbeat_s": self.intervals.heartbeat_s,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """Online/offline from ``…/{node}/status`` (the node's last will says offline)."""
+
+    online: bool
+    ts: float | None = None
+
+    @classmethod
+    def from_payload(cls, payload: Payload) -> NodeStatus:
+        """Build from a schema-valid status payload."""
+        return cls(online=payload["status"] == "online", ts=_ts(payload))
