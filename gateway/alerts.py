@@ -1,0 +1,212 @@
+"""Alerts (one ACTIVE per zone, code and scope; repeats bump a counter) and zone events.
+
+Every change also lands in ``sync_outbox`` in the same transaction so it goes upstream in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from gateway.clock import Clock
+from gateway.metrics import Metrics
+from gateway.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AlertKind:
+    """Catalogue entry: who raises it, the human text and whether it locks pumps."""
+
+    source: str
+    text: str
+    severity: str = "warning"
+
+
+CATALOGUE: dict[str, AlertKind] = {
+    "biz_no_flow": AlertKind("biz", "No water flow detected", "critical"),
+    "biz_overcurrent": AlertKind("biz", "Overcurrent on pump channel", "critical"),
+    "biz_dry_run": AlertKind("biz", "Dry run protection activated", "critical"),
+    "biz_pump_stuck_on": AlertKind("biz", "Pump stuck ON (relay welded or bypassed)", "critical"),
+    "biz_sensor_unavailable": AlertKind("biz", "Safety sensor unavailable or stale", "warning"),
+    "biz_high_ph": AlertKind("biz", "pH above target range"),
+    "biz_low_ph": AlertKind("biz", "pH below target range"),
+    "biz_high_ec": AlertKind("biz", "EC above target range"),
+    "biz_low_ec": AlertKind("biz", "EC below target range"),
+    "biz_water_change_failed": AlertKind("biz", "Water change failed, operator needed", "critical"),
+    "biz_dosing_ineffective": AlertKind("biz", "Dosing does not move the reading", "warning"),
+    "biz_command_failed": AlertKind("biz", "Node reported a command error", "warning"),
+    "unknown_metric": AlertKind("infra", "Node sends an unknown metric", "warning"),
+    "infra_mqtt_down": AlertKind("infra", "MQTT broker down", "critical"),
+    "infra_node_offline": AlertKind("infra", "Node offline", "warning"),
+    "infra_upstream_unreachable": AlertKind("infra", "Central system unreachable", "warning"),
+    "infra_disk_low": AlertKind("infra", "Database storage running low", "warning"),
+    "infra_db_unreachable": AlertKind("infra", "Local database error", "critical"),
+    "infra_config_rejected": AlertKind("infra", "Config from upstream rejected", "warning"),
+    "infra_hardware_fault": AlertKind("infra", "Gateway hardware fault", "critical"),
+}
+
+
+def kind_of(code: str) -> AlertKind:
+    """Catalogue entry for a code (``infra_service_down_<name>`` and unknown codes get a generic one)."""
+    if code in CATALOGUE:
+        return CATALOGUE[code]
+    if code.startswith("infra_service_down_"):
+        return AlertKind("infra", f"Service down: {code.removeprefix('infra_service_down_')}", "critical")
+    return AlertKind("infra" if code.startswith("infra_") else "biz", code)
+
+
+def alert_row(row: aiosqlite.Row) -> dict[str, Any]:
+    """JSON-ready alert."""
+    out = dict(row)
+    out["details"] = json.loads(out["details"])
+    return out
+
+
+class Alerts:
+    """Raise, repeat and resolve alerts; record zone events."""
+
+    def __init__(self, db: Database, clock: Clock, metrics: Metrics) -> None:
+        self._db = db
+        self._clock = clock
+        self._metrics = metrics
+
+    async def raise_alert(
+        self,
+        code: str,
+        *,
+        zone_id: int | None = None,
+        scope: str = "",
+        details: dict[str, Any] | None = None,
+        text: str | None = None,
+    ) -> tuple[int, bool]:
+        """Create or bump the ACTIVE alert; returns (alert id, created)."""
+        kind = kind_of(code)
+        now = self._clock.time()
+        body = json.dumps(details or {}, default=str)
+        self._metrics.alerts_raised.labels(code=code).inc()
+        async with self._db.transaction() as conn:
+            async with conn.execute(
+                "SELECT id FROM alerts WHERE status='ACTIVE'"
+                " AND IFNULL(zone_id,-1)=IFNULL(?,-1) AND code=? AND scope=?",
+                (zone_id, code, scope),
+            ) as cur:
+                existing = await cur.fetchone()
+            if existing is not None:
+                await conn.execute(
+                    "UPDATE alerts SET count=count+1, last_seen_at=?, details=? WHERE id=?",
+                    (now, body, existing[0]),
+                )
+                return int(existing[0]), False
+            cur2 = await conn.execute(
+                "INSERT INTO alerts(source, code, type, severity, zone_id, scope, details, status, count,"
+                " created_at, last_seen_at) VALUES (?,?,?,?,?,?,?,'ACTIVE',1,?,?)",
+                (kind.source, code, text or kind.text, kind.severity, zone_id, scope, body, now, now),
+            )
+            alert_id = int(cur2.lastrowid or 0)
+            await self._outbox_alert(conn, alert_id)
+        log.warning("ALERT %s zone=%s scope=%s %s", code, zone_id, scope, details or {})
+        return alert_id, True
+
+    async def resolve(
+        self, code: str, *, zone_id: int | None = None, scope: str | None = "", by: str = "system"
+    ) -> int:
+        """Resolve matching ACTIVE alerts (scope None = any scope); returns how many."""
+        now = self._clock.time()
+        sql = "SELECT id FROM alerts WHERE status='ACTIVE' AND IFNULL(zone_id,-1)=IFNULL(?,-1) AND code=?"
+        params: list[Any] = [zone_id, code]
+        if scope is not None:
+            sql += " AND scope=?"
+            params.append(scope)
+        async with self._db.transaction() as conn:
+            async with conn.execute(sql, params) as cur:
+                ids = [int(r[0]) for r in await cur.fetchall()]
+            for alert_id in ids:
+                await conn.execute(
+                    "UPDATE alerts SET status='RESOLVED', resolved_at=?, resolved_by=? WHERE id=?", (now, by, alert_id)
+                )
+                await self._outbox_alert(conn, alert_id)
+        if ids:
+            log.info("resolved %s zone=%s scope=%s by %s", code, zone_id, scope, by)
+        return len(ids)
+
+    async def active(self, zone_id: int | None = None, *, any_zone: bool = True) -> list[dict[str, Any]]:
+        """ACTIVE alerts, newest first (all zones unless ``any_zone`` is False)."""
+        if any_zone and zone_id is None:
+            rows = await self._db.fetchall("SELECT * FROM alerts WHERE status='ACTIVE' ORDER BY last_seen_at DESC")
+        else:
+            rows = await self._db.fetchall(
+                "SELECT * FROM alerts WHERE status='ACTIVE' AND IFNULL(zone_id,-1)=IFNULL(?,-1)"
+                " ORDER BY last_seen_at DESC",
+                (zone_id,),
+            )
+        return [alert_row(r) for r in rows]
+
+    async def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Most recent alerts of any status."""
+        rows = await self._db.fetchall("SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))
+        return [alert_row(r) for r in rows]
+
+    async def record_event(self, zone_id: int | None, type_: str, details: dict[str, Any] | None = None) -> int:
+        """Append a zone event (and its outbox row)."""
+        now = self._clock.time()
+        body = json.dumps(details or {}, default=str)
+        async with self._db.transaction() as conn:
+            cur = await conn.execute(
+                "INSERT INTO zone_events(zone_id, type, details, created_at) VALUES (?,?,?,?)",
+                (zone_id, type_, body, now),
+            )
+            event_id = int(cur.lastrowid or 0)
+            zone_uid = await _zone_uid(conn, zone_id)
+            await conn.execute(
+                "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('zone_events', ?, ?)",
+                (
+                    json.dumps(
+                        {
+                            "event_id": event_id,
+                            "zone_uid": zone_uid,
+                            "type": type_,
+                            "details": details or {},
+                            "created_at": now,
+                        },
+                        default=str,
+                    ),
+                    now,
+                ),
+            )
+        return event_id
+
+    async def events(self, zone_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent zone events, newest first."""
+        if zone_id is None:
+            rows = await self._db.fetchall("SELECT * FROM zone_events ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._db.fetchall(
+                "SELECT * FROM zone_events WHERE zone_id=? ORDER BY id DESC LIMIT ?", (zone_id, limit)
+            )
+        return [{**dict(r), "details": json.loads(r["details"])} for r in rows]
+
+    async def _outbox_alert(self, conn: aiosqlite.Connection, alert_id: int) -> None:
+        async with conn.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return
+        body = alert_row(row)
+        body["zone_uid"] = await _zone_uid(conn, row["zone_id"])
+        await conn.execute(
+            "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('alerts', ?, ?)",
+            (json.dumps(body, default=str), self._clock.time()),
+        )
+
+
+async def _zone_uid(conn: aiosqlite.Connection, zone_id: int | None) -> str | None:
+    if zone_id is None:
+        return None
+    async with conn.execute("SELECT uid FROM zones WHERE id=?", (zone_id,)) as cur:
+        row = await cur.fetchone()
+    return str(row[0]) if row else None

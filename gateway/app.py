@@ -1,0 +1,314 @@
+"""The composition of the gateway: one TaskGroup supervises every service; ordered start, fail-safe finally."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from firmware_contracts.topics import TopicKind
+from gateway.alerts import Alerts
+from gateway.broker.acl import TopicACL
+from gateway.broker.auth import Account, Authenticator
+from gateway.broker.limits import BrokerLimits
+from gateway.broker.server import EmbeddedBroker
+from gateway.clock import Clock, SystemClock
+from gateway.commands import CommandService
+from gateway.hardware_setup import hardware_config
+from gateway.ingest import Ingest
+from gateway.metrics import Metrics
+from gateway.readings import LatestReadings
+from gateway.registry import Registry
+from gateway.router import Router
+from gateway.settings import Settings
+from gateway.store.db import Database
+from gateway.timesync import ClockSyncProbe
+from gateway.transport import NodeTransport
+from gateway.writer import TelemetryWriter
+
+log = logging.getLogger(__name__)
+
+Service = Callable[[], Awaitable[None]]
+
+
+class ServiceCrashed(RuntimeError):
+    """A supervised service ended unexpectedly; the process exits non-zero so systemd restarts it."""
+
+
+class Gateway:
+    """Builds every component from Settings and runs them under one TaskGroup."""
+
+    hardware: Any
+    safety: Any  # gateway.safety.service.SafetyService, built in run() once the hardware is open
+    water: Any  # gateway.water.service.WaterService
+    simulation: Any = None  # gateway.sim.demo.DemoSimulation in the demo
+    sync: Any  # gateway.upstream.UpstreamSync
+    automation: Any  # gateway.automation.service.AutomationService
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.db = Database(settings.db_path)
+        self.alerts = Alerts(self.db, self.clock, self.metrics)
+        self.latest = LatestReadings()
+        self.router = Router(
+            self.metrics, self.clock, settings.ingest.router_queue_max, settings.broker.max_payload_bytes
+        )
+        accounts = [Account(u.username, u.password_hash, u.role) for u in settings.broker.users]
+        self.authenticator = Authenticator(accounts, settings.broker.allow_anonymous)
+        self.broker = EmbeddedBroker(
+            settings.broker.host,
+            settings.broker.port,
+            self.router,
+            self.authenticator,
+            TopicACL(settings.broker.allow_anonymous),
+            settings.broker.max_connections,
+            limits=BrokerLimits.from_settings(settings.broker),
+        )
+        self.transport = NodeTransport(self.broker.publish, self.router)
+        self.registry = Registry(
+            self.db,
+            self.alerts,
+            self.clock,
+            self.metrics,
+            self.transport.publish,
+            settings.gateway.greenhouse_uid,
+            settings.nodes_health.heartbeat_interval_s,
+            settings.nodes_health.offline_after_missed,
+        )
+        self.commands = CommandService(
+            self.db,
+            self.alerts,
+            self.registry,
+            self.clock,
+            self.metrics,
+            self.transport.publish,
+            settings.gateway.greenhouse_uid,
+            settings.commands.timeout_s,
+        )
+        ing = settings.ingest
+        self.writer = TelemetryWriter(
+            self.db, self.clock, self.metrics, ing.batch_size, ing.flush_interval_ms / 1000.0, ing.queue_max
+        )
+        self.ingest = Ingest(
+            self.registry,
+            self.alerts,
+            self.writer,
+            self.latest,
+            self.clock,
+            self.metrics,
+            ClockSyncProbe(self.clock.monotonic, assume_synced=settings.is_demo),
+            ing.max_future_skew_s,
+        )
+        self.ready = asyncio.Event()
+        self.started_mono = self.clock.monotonic()
+        self.started_wall = time.time()
+        self.extra_services: dict[str, Service] = {}
+        self.web_port: int | None = None
+        self.mqtt_port: int = settings.broker.port
+
+    def add_service(self, name: str, service: Service) -> None:
+        """Supervise an extra long-running coroutine (simulated nodes, sync, …)."""
+        self.extra_services[name] = service
+
+    async def run(self) -> None:
+        """Start everything in order and run until cancelled or a service crashes."""
+        from drivers.hardware import open_hardware
+        from drivers.serial_link import SerialLink
+        from gateway.web.server import WebServer
+
+        await self.db.open()
+        web = WebServer(self)
+        # A production start with hardware missing fails here, loudly; it never falls back to fakes.
+        self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))
+        try:
+            await self.registry.apply_config(self.settings.zones, self.settings.nodes)
+            await self._build_safety()
+            self.router.on(TopicKind.NODE_HELLO, self.registry.on_hello)
+            self.router.on(TopicKind.HEARTBEAT, self.registry.on_heartbeat)
+            self.router.on(TopicKind.LWT, self.registry.on_status)
+            self.router.on(TopicKind.TELEMETRY, self.ingest.on_telemetry)
+            self.router.on(TopicKind.COMMAND_RESPONSE, self.commands.on_response)
+            # The broker accepts connections before the router runs: early messages wait in its queue.
+            await self.broker.start()
+            self.mqtt_port = self.broker.port
+            log.info("MQTT broker listening on %s:%s", self.settings.broker.host, self.broker.port)
+            await self.registry.republish_configs()
+            resent = await self.commands.resend_in_flight()
+            if resent:
+                log.info("re-sent %d in-flight commands after restart", resent)
+            self.web_port = await web.start()
+            log.info("web on http://%s:%s", self.settings.web.host, self.web_port)
+            async with asyncio.TaskGroup() as tg:
+                services: dict[str, Service] = {
+                    "router": self.router.run,
+                    "writer": self.writer.run,
+                    "node_supervisor": self.registry.supervise,
+                    "housekeeping": self._housekeeping,
+                    "command_sweeper": lambda: self.commands.sweeper(self.settings.commands.sweep_interval_s),
+                    "safety_loop": self.safety.run,
+                    "relay_watchdog": self.safety.watchdog.run,
+                    "automation": self.automation.run,
+                    "upstream_sync": self.sync.run,
+                    **self.extra_services,
+                }
+                for port in self.settings.hardware.serial:
+                    link = SerialLink(
+                        port.port, port.baudrate, self.transport.on_serial, self.clock, name=f"serial {port.port}"
+                    )
+                    self.transport.add_link(link)
+                    services[f"serial:{port.port}"] = link.run
+                for name, service in services.items():
+                    tg.create_task(self._supervised(name, service), name=name)
+                # Long-lived start-up objects out of the collector's way: full collections of a
+                # large heap stalled the loop for 50-150 ms.
+                gc.freeze()
+                self.ready.set()
+                await self._resolve_crashes()
+                log.info("gateway %s ready", self.settings.gateway.id)
+        finally:
+            await self._shutdown(web)
+
+    async def _build_safety(self) -> None:
+        from drivers.sdnotify_client import SystemdNotifier
+        from gateway.safety.channels import build_channels
+        from gateway.safety.service import SafetyService
+        from gateway.water.service import WaterService
+
+        zone_ids = self.registry.zone_uids()
+        channels = build_channels(self.settings, zone_ids, self.hardware)
+        watchdog = self.hardware.make_watchdog(self.clock, SystemdNotifier())
+        self.safety = SafetyService(
+            channels, self.db, self.alerts, self.latest, self.clock, self.metrics, self.settings.safety, watchdog
+        )
+        await self.safety.load_locks()
+        self.commands.gate = self.safety
+        self.commands.local = self.safety
+        self.commands.error_hooks.append(self.safety.on_command_error)
+        zones = {z.uid: (zone_ids[z.uid], z.water_cycle) for z in self.settings.zones}
+        self.water = WaterService(
+            zones, self.safety, self.db, self.alerts, self.latest, self.clock, self.settings.gateway.timezone
+        )
+        await self.water.load()
+        from gateway.upstream import UpstreamSync
+
+        self.sync = UpstreamSync(self)
+        from gateway.automation.config import automation_config_from_dict
+        from gateway.automation.service import AutomationService
+
+        self.automation = AutomationService(
+            self.db,
+            self.alerts,
+            self.commands,
+            _AutomationZoneState(self),
+            self.clock,
+            zones=self.settings.zones,
+            recipes=self.settings.recipes,
+            timezone=self.settings.gateway.timezone,
+            config=automation_config_from_dict(self.settings.automation),
+        )
+        # The scheduler drives the water-cycle/recirculation ticks like every other periodic job.
+        self.automation.register_periodic("water_cycle", self.water.tick, self.water.tick_s, run_at_start=True)
+
+    async def _supervised(self, name: str, service: Service) -> None:
+        try:
+            await service()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("service %s crashed", name)
+            await self._record_crash(name, exc)
+            raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
+        raise ServiceCrashed(f"service {name} stopped unexpectedly")
+
+    async def _record_crash(self, name: str, exc: BaseException) -> None:
+        """Leave an alert behind (it goes upstream after the restart systemd does next)."""
+        try:
+            await asyncio.wait_for(
+                self.alerts.raise_alert(f"infra_service_down_{name}", details={"error": repr(exc)[:500]}), 2.0
+            )
+        except Exception:
+            log.exception("could not record the crash of %s", name)
+
+    async def _resolve_crashes(self) -> None:
+        for alert in await self.alerts.active():
+            if alert["code"].startswith("infra_service_down_"):
+                await self.alerts.resolve(alert["code"], zone_id=alert["zone_id"], scope=alert["scope"], by="restart")
+
+    async def _probe_broker(self) -> None:
+        """infra_mqtt_down while the broker's listener is not serving (no traffic: nodes see nothing)."""
+        servers = getattr(self.broker.broker, "_servers", {})
+        instance = getattr(servers.get("default"), "instance", None)
+        serving = instance is not None and bool(instance.is_serving())
+        if not serving:
+            await self.alerts.raise_alert("infra_mqtt_down", details={"port": self.mqtt_port})
+            return
+        await self.alerts.resolve("infra_mqtt_down")
+
+    async def _housekeeping(self) -> None:
+        probes = 0
+        while True:
+            if probes % 6 == 0:
+                await self._probe_broker()
+            probes += 1
+            self.metrics.broker_clients.set(len(self.broker.clients()))
+            self.metrics.db_size_bytes.set(await self.db.size_bytes())
+            self.metrics.process_rss_bytes.set(_rss_bytes())
+            self.sync.update_metrics()
+            for reason, count in list(self.broker.broker.refusals.items()):
+                counter = self.metrics.broker_refusals.labels(reason=reason)
+                counter.inc(count)
+                self.broker.broker.refusals[reason] -= count
+            await self.clock.sleep(5.0)
+
+    async def _shutdown(self, web: Any) -> None:
+        log.info("gateway stopping")
+        watchdog = getattr(getattr(self, "safety", None), "watchdog", None)
+        if watchdog is not None:
+            watchdog.stopping()
+        try:
+            # Every coil de-energised: the NC recirculation pump runs, every NO pump stops.
+            await asyncio.to_thread(self.hardware.close)
+        except Exception as exc:
+            log.error("releasing hardware failed: %r", exc)
+        for step in (self.broker.stop, self.router.dispatch_pending, self.writer.flush, web.stop, self.db.close):
+            try:
+                await asyncio.wait_for(step(), 3.0)
+            except Exception as exc:
+                log.error("shutdown step %s failed: %r", getattr(step, "__name__", step), exc)
+        log.info("gateway stopped")
+
+    def uptime_s(self) -> float:
+        """Seconds since the gateway object was built."""
+        return self.clock.monotonic() - self.started_mono
+
+
+class _AutomationZoneState:
+    """Dosing mixes in only while the solution circulates in NORMAL_RECIRC and nothing is locked."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = gw
+
+    def circulating(self, zone_id: int) -> bool:
+        phase_ok = all(
+            zw.state.phase.value == "NORMAL_RECIRC" for zw in self._gw.water.zones.values() if zw.zone_id == zone_id
+        )
+        return phase_ok and bool(self._gw.safety.circulating(zone_id))
+
+    def locked(self, zone_id: int) -> bool:
+        return bool(self._gw.safety.locked(zone_id))
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,340 @@
+"""Command lifecycle (mqtt-bridge at the edge): QUEUED → SENT → ACK → DONE | FAILED | TIMEOUT.
+
+Commands come from automation, schedules, the local API and upstream. Anything that starts a pump
+passes the safety interlock first; a refused command is recorded as FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from firmware_contracts.topics import command_topic
+from gateway.alerts import Alerts
+from gateway.clock import Clock
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.router import RejectedMessage, Routed
+from gateway.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
+
+# Commands that start a pump (or open a doser) and therefore must pass the interlock.
+PUMP_START_COMMANDS = frozenset({"run_pump", "pump_on", "start_pump", "dose", "irrigate", "fill", "drain"})
+
+
+def starts_pump(cmd: str, params: dict[str, Any]) -> bool:
+    """True when executing this command would start a pump."""
+    if cmd in PUMP_START_COMMANDS:
+        return True
+    return cmd == "set_pump" and bool(params.get("on"))
+
+
+class Status(StrEnum):
+    """Command states; the last three are final."""
+
+    QUEUED = "QUEUED"
+    SENT = "SENT"
+    ACK = "ACK"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+
+
+FINAL = frozenset({Status.DONE, Status.FAILED, Status.TIMEOUT})
+_ORDER = {Status.QUEUED: 0, Status.SENT: 1, Status.ACK: 2, Status.DONE: 3, Status.FAILED: 3, Status.TIMEOUT: 3}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Interlock answer."""
+
+    allowed: bool
+    reason: str = ""
+
+
+class PumpGate(Protocol):
+    """The safety interlock (``can_run_pump``) as the command path sees it."""
+
+    async def can_run_pump(self, zone_id: int, channel: str) -> Decision:
+        """May a pump on this zone/channel start now?"""
+        ...
+
+
+class LocalExecutor(Protocol):
+    """Executes commands on gateway-attached relays (through the safety layer)."""
+
+    def handles(self, channel: str) -> bool:
+        """True when ``channel`` is a gateway relay channel."""
+        ...
+
+    async def execute(self, zone_id: int, channel: str, cmd: str, params: dict[str, Any]) -> tuple[str, str | None]:
+        """Run the command; returns (final status DONE|FAILED, error_code)."""
+        ...
+
+
+ErrorHook = Callable[[dict[str, Any], str, dict[str, Any]], Awaitable[None]]
+
+
+class CommandRefused(Exception):
+    """The command was refused before sending (interlock, unknown target, bad request)."""
+
+    def __init__(self, cmd_id: str | None, reason: str, http_status: int = 409) -> None:
+        super().__init__(reason)
+        self.cmd_id = cmd_id
+        self.reason = reason
+        self.http_status = http_status
+
+
+class AllowAll:
+    """A gate for installations without pumps on this gateway (replaced by the safety service)."""
+
+    async def can_run_pump(self, zone_id: int, channel: str) -> Decision:
+        """Always allowed."""
+        return Decision(True)
+
+
+class CommandService:
+    """Creates, sends, tracks and times out commands."""
+
+    def __init__(
+        self,
+        db: Database,
+        alerts: Alerts,
+        registry: Registry,
+        clock: Clock,
+        metrics: Metrics,
+        publish: Publish,
+        greenhouse_uid: str,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._db = db
+        self._alerts = alerts
+        self._registry = registry
+        self._clock = clock
+        self._metrics = metrics
+        self._publish = publish
+        self._gh = greenhouse_uid
+        self._timeout = timeout_s
+        self.gate: PumpGate = AllowAll()
+        self.local: LocalExecutor | None = None
+        self.error_hooks: list[ErrorHook] = []
+
+    async def submit(
+        self,
+        zone_uid: str,
+        channel: str,
+        cmd: str,
+        params: dict[str, Any] | None = None,
+        *,
+        node_uid: str | None = None,
+        source: str = "api",
+        cmd_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Create and dispatch a command; returns its record. Raises CommandRefused when refused."""
+        params = dict(params or {})
+        zone_id = self._registry.zone_id(zone_uid)
+        if zone_id is None:
+            raise CommandRefused(cmd_id, f"unknown zone {zone_uid!r}", 404)
+        cmd_id = cmd_id or uuid.uuid4().hex
+        existing = await self.get(cmd_id)
+        if existing is not None:  # upstream retries and QoS 1 repeats: same cmd_id, same command
+            return existing
+        local = node_uid is None and self.local is not None and self.local.handles(channel)
+        node_id: int | None = None
+        if not local:
+            node = self._registry.get(node_uid or "")
+            if node is None:
+                raise CommandRefused(cmd_id, f"unknown node {node_uid!r}", 404)
+            if node.zone_id != zone_id:
+                raise CommandRefused(cmd_id, f"node {node_uid!r} is not in zone {zone_uid!r}", 422)
+            node_id = node.id
+        await self._insert(cmd_id, zone_id, node_id, channel, "local" if local else "node", cmd, params, source)
+        if starts_pump(cmd, params):
+            decision = await self.gate.can_run_pump(zone_id, channel)
+            if not decision.allowed:
+                await self._set_status(
+                    cmd_id, Status.FAILED, error_code="interlock", details={"reason": decision.reason}
+                )
+                await self._alerts.record_event(
+                    zone_id,
+                    "COMMAND_REFUSED",
+                    {"cmd_id": cmd_id, "cmd": cmd, "channel": channel, "source": source, "reason": decision.reason},
+                )
+                raise CommandRefused(cmd_id, decision.reason)
+        if local:
+            assert self.local is not None
+            await self._set_status(cmd_id, Status.SENT)
+            status, error_code = await self.local.execute(zone_id, channel, cmd, params)
+            await self._set_status(cmd_id, Status(status), error_code=error_code)
+        else:
+            await self._send(cmd_id)
+        record = await self.get(cmd_id)
+        assert record is not None
+        return record
+
+    async def _send(self, cmd_id: str) -> None:
+        row = await self._row(cmd_id)
+        if row is None:
+            return
+        node = await self._db.fetchone(
+            "SELECT n.uid, z.uid AS zone_uid FROM nodes n JOIN zones z ON z.id = n.zone_id WHERE n.id=?",
+            (row["node_id"],),
+        )
+        if node is None:
+            await self._set_status(cmd_id, Status.FAILED, error_code="node_unassigned")
+            return
+        payload = {
+            "cmd": row["cmd"],
+            "cmd_id": cmd_id,
+            "params": json.loads(row["params"]),
+            "ts": round(self._clock.time(), 3),
+        }
+        topic = command_topic(self._gh, node["zone_uid"], node["uid"], row["channel"])
+        await self._publish(topic, json.dumps(payload).encode(), 1, False)
+        if row["status"] == Status.QUEUED:
+            await self._set_status(cmd_id, Status.SENT)
+
+    async def resend_in_flight(self) -> int:
+        """After a restart: re-publish node commands that were SENT but never answered (nodes ignore repeats)."""
+        cutoff = self._clock.time() - self._timeout
+        rows = await self._db.fetchall(
+            "SELECT cmd_id FROM commands WHERE target='node' AND status IN ('QUEUED','SENT') AND created_at >= ?",
+            (cutoff,),
+        )
+        for row in rows:
+            await self._send(str(row["cmd_id"]))
+        return len(rows)
+
+    async def on_response(self, routed: Routed) -> None:
+        """Apply a node's command_response."""
+        resp: dict[str, Any] = routed.payload
+        cmd_id = str(resp.get("cmd_id", ""))
+        row = await self._row(cmd_id)
+        if row is None:
+            raise RejectedMessage("unknown_cmd_id", cmd_id)
+        node = self._registry.get(routed.topic.node or "")
+        if node is None or node.id != row["node_id"] or (routed.topic.channel or "") != row["channel"]:
+            raise RejectedMessage("response_wrong_node", f"{cmd_id} answered by {routed.topic.node}")
+        status = {"ACK": Status.ACK, "DONE": Status.DONE, "ERROR": Status.FAILED}[str(resp["status"])]
+        details = resp.get("details") or {}
+        changed = await self._set_status(cmd_id, status, error_code=resp.get("error_code"), details=details)
+        if changed and status is Status.FAILED:
+            record = await self.get(cmd_id)
+            assert record is not None
+            for hook in self.error_hooks:
+                await hook(record, str(resp.get("error_code") or "error"), details)
+
+    async def sweep_once(self) -> int:
+        """Mark SENT/ACK commands older than the timeout as TIMEOUT."""
+        cutoff = self._clock.time() - self._timeout
+        rows = await self._db.fetchall(
+            "SELECT cmd_id FROM commands WHERE status IN ('QUEUED','SENT','ACK') AND COALESCE(sent_at, created_at) < ?",
+            (cutoff,),
+        )
+        for row in rows:
+            await self._set_status(str(row["cmd_id"]), Status.TIMEOUT, error_code="timeout")
+        return len(rows)
+
+    async def sweeper(self, interval_s: float = 1.0) -> None:
+        """Run ``sweep_once`` forever."""
+        while True:
+            await self._clock.sleep(interval_s)
+            await self.sweep_once()
+
+    async def get(self, cmd_id: str) -> dict[str, Any] | None:
+        """The command as JSON-ready dict, or None."""
+        row = await self._row(cmd_id)
+        return None if row is None else _record(row)
+
+    async def recent(self, zone_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Most recent commands (optionally of one zone)."""
+        if zone_id is None:
+            rows = await self._db.fetchall("SELECT * FROM commands ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._db.fetchall(
+                "SELECT * FROM commands WHERE zone_id=? ORDER BY id DESC LIMIT ?", (zone_id, limit)
+            )
+        return [_record(r) for r in rows]
+
+    async def _row(self, cmd_id: str) -> Any:
+        return await self._db.fetchone(
+            "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c LEFT JOIN zones z ON z.id=c.zone_id"
+            " LEFT JOIN nodes n ON n.id=c.node_id WHERE c.cmd_id=?",
+            (cmd_id,),
+        )
+
+    async def _insert(
+        self,
+        cmd_id: str,
+        zone_id: int,
+        node_id: int | None,
+        channel: str,
+        target: str,
+        cmd: str,
+        params: dict[str, Any],
+        source: str,
+    ) -> None:
+        now = self._clock.time()
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO commands(cmd_id, zone_id, node_id, channel, target, cmd, params, source, status,"
+                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'QUEUED', ?, ?)",
+                (cmd_id, zone_id, node_id, channel, target, cmd, json.dumps(params), source, now, now),
+            )
+            await self._outbox(conn, cmd_id)
+        self._metrics.commands.labels(status="QUEUED").inc()
+
+    async def _set_status(
+        self, cmd_id: str, status: Status, *, error_code: str | None = None, details: dict[str, Any] | None = None
+    ) -> bool:
+        """Move forward only (a late ACK after DONE is ignored); returns True when the status changed."""
+        now = self._clock.time()
+        column = {Status.SENT: "sent_at", Status.ACK: "ack_at"}.get(status, "finished_at")
+        async with self._db.transaction() as conn:
+            async with conn.execute("SELECT status FROM commands WHERE cmd_id=?", (cmd_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            current = Status(row[0])
+            if current in FINAL or _ORDER[status] <= _ORDER[current]:
+                return False
+            await conn.execute(
+                f"UPDATE commands SET status=?, {column}=?, updated_at=?, error_code=COALESCE(?, error_code),"
+                " details=CASE WHEN ? IS NULL THEN details ELSE ? END WHERE cmd_id=?",
+                (status.value, now, now, error_code, None if details is None else 1, json.dumps(details or {}), cmd_id),
+            )
+            await self._outbox(conn, cmd_id)
+        self._metrics.commands.labels(status=status.value).inc()
+        if status in (Status.FAILED, Status.TIMEOUT):
+            log.warning("command %s %s (%s)", cmd_id, status.value, error_code)
+        return True
+
+    async def _outbox(self, conn: Any, cmd_id: str) -> None:
+        async with conn.execute(
+            "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c LEFT JOIN zones z ON z.id=c.zone_id"
+            " LEFT JOIN nodes n ON n.id=c.node_id WHERE c.cmd_id=?",
+            (cmd_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        await conn.execute(
+            "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('command_status', ?, ?)",
+            (json.dumps(_record(row)), self._clock.time()),
+        )
+
+
+def _record(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    out["params"] = json.loads(out["params"])
+    out["details"] = json.loads(out["details"])
+    out.pop("id", None)
+    out.pop("zone_id", None)
+    out.pop("node_id", None)
+    return out

@@ -1,0 +1,196 @@
+"""Telemetry ingest (history-logger at the edge): one code path for MQTT and POST /ingest/telemetry.
+
+Accepted samples go to a bounded queue; ``TelemetryWriter`` commits them in batches. A ``kill -9``
+loses at most the samples not yet committed: one flush window (``flush_interval_ms``) or one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.alerts import Alerts
+from gateway.clock import Clock
+from gateway.metric_types import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
+from gateway.metrics import Metrics
+from gateway.ratelog import RateLimitedLog
+from gateway.readings import LatestReadings, Reading
+from gateway.registry import NodeInfo, Registry
+from gateway.router import Routed
+from gateway.timesync import ClockSyncProbe
+from gateway.writer import SampleRow, TelemetryWriter
+
+log = logging.getLogger(__name__)
+
+MIN_VALID_TS = 1_577_836_800.0  # 2020-01-01T00:00:00Z: anything earlier is an unset node clock
+
+
+@dataclass(frozen=True)
+class SampleIn:
+    """One telemetry sample as it arrives, before validation."""
+
+    node_uid: str
+    metric_type: Any
+    value: Any
+    ts: Any = None
+    zone_uid: str | None = None
+    channel: str | None = None
+    raw: Any = None
+
+
+@dataclass
+class IngestResult:
+    """Outcome of one ingest call: accepted count and per-sample rejection reasons."""
+
+    accepted: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SampleRejected(Exception):
+    """A sample failed validation; ``reason`` is the counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Ingest:
+    """Validates samples, updates the in-memory latest readings and queues rows for the writer."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        alerts: Alerts,
+        writer: TelemetryWriter,
+        latest: LatestReadings,
+        clock: Clock,
+        metrics: Metrics,
+        timesync: ClockSyncProbe,
+        max_future_skew_s: float = 300.0,
+    ) -> None:
+        self._registry = registry
+        self._alerts = alerts
+        self._writer = writer
+        self._latest = latest
+        self._clock = clock
+        self._metrics = metrics
+        self._timesync = timesync
+        self._max_skew = max_future_skew_s
+        self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
+        self._accepted = metrics.ingest_samples.labels(result="accepted", reason="")
+
+    async def on_telemetry(self, routed: Routed) -> None:
+        """MQTT entry point: the node comes from the topic."""
+        from firmware_contracts.models import parse_telemetry
+
+        node_uid = routed.topic.node or ""
+        samples = [
+            SampleIn(
+                node_uid=node_uid,
+                metric_type=s.metric_type,
+                value=s.value,
+                ts=s.ts,
+                zone_uid=routed.topic.zone,
+                channel=s.channel or routed.topic.channel,
+                raw=s.raw,
+            )
+            for s in parse_telemetry(routed.payload)
+        ]
+        await self.accept(samples, source="mqtt")
+
+    async def accept(self, samples: Sequence[SampleIn], source: str) -> IngestResult:
+        """The shared path: validate each sample and queue the good ones."""
+        result = IngestResult()
+        received_at = self._clock.time()
+        mono = self._clock.monotonic()
+        synced = self._timesync.synced()
+        for index, sample in enumerate(samples):
+            try:
+                row = await self._validate(sample, received_at, mono, synced)
+            except SampleRejected as exc:
+                self._metrics.ingest_samples.labels(result="rejected", reason=exc.reason).inc()
+                self._ratelog.warn(
+                    f"{sample.node_uid}:{exc.reason}",
+                    "rejected %s sample from %s: %s",
+                    source,
+                    sample.node_uid,
+                    exc.detail,
+                )
+                result.rejected.append({"index": index, "reason": exc.reason, "detail": exc.detail})
+                continue
+            await self._writer.put(row)
+            self._accepted.inc()
+            result.accepted += 1
+        return result
+
+    async def _validate(self, s: SampleIn, received_at: float, mono: float, synced: bool) -> SampleRow:
+        node = self._registry.get(s.node_uid)
+        if node is None:
+            raise SampleRejected("unknown_node", f"node {s.node_uid!r} is not registered")
+        if not node.validated or node.zone_id is None:
+            raise SampleRejected("node_not_validated", f"node {s.node_uid!r} is not assigned to a zone")
+        if s.zone_uid is not None and s.zone_uid != node.zone_uid:
+            raise SampleRejected(
+                "zone_mismatch", f"node {s.node_uid!r} belongs to {node.zone_uid!r}, not {s.zone_uid!r}"
+            )
+        if not isinstance(s.metric_type, str):
+            raise SampleRejected("bad_metric_type", f"metric_type {s.metric_type!r} is not a string")
+        try:
+            metric = normalize_metric_type(s.metric_type)
+        except UnknownMetricError as exc:
+            await self._unknown_metric(node, exc.raw)
+            raise SampleRejected("unknown_metric", str(exc)) from None
+        value = s.value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SampleRejected("non_numeric", f"{metric.value} value {value!r} is not a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise SampleRejected("non_finite", f"{metric.value} value {value!r}")
+        lo, hi = PHYSICAL_RANGE[metric]
+        if not lo <= value <= hi:
+            raise SampleRejected("out_of_range", f"{metric.value}={value} outside {lo}..{hi}")
+        ts, ts_source = self._timestamp(s.ts, received_at)
+        self._registry.touch(node)
+        self._latest.update(node.zone_id, metric, Reading(value, mono, ts, node.id, s.channel))
+        raw = None if s.raw is None else json.dumps(s.raw, separators=(",", ":"), default=str)
+        return SampleRow(
+            node.zone_id, node.id, metric.value, s.channel, value, ts, received_at, ts_source, int(synced), raw
+        )
+
+    def _timestamp(self, ts: Any, received_at: float) -> tuple[float, str]:
+        """Keep the node's clock unless it is absurd (unset RTC, or in the future)."""
+        if ts is None:
+            return received_at, "gateway"
+        value: float | None
+        if isinstance(ts, bool):
+            value = None
+        elif isinstance(ts, int | float):
+            value = float(ts) / 1000.0 if ts > 1e11 else float(ts)  # milliseconds from some firmwares
+        elif isinstance(ts, str):
+            try:
+                value = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                value = None
+        else:
+            value = None
+        if value is None or not math.isfinite(value):
+            self._metrics.ingest_samples.labels(result="flagged", reason="bad_ts").inc()
+            return received_at, "gateway_bad_ts"
+        if value < MIN_VALID_TS or value > received_at + self._max_skew:
+            self._metrics.ingest_samples.labels(result="flagged", reason="absurd_ts").inc()
+            return received_at, "gateway_absurd_ts"
+        return value, "node"
+
+    async def _unknown_metric(self, node: NodeInfo, raw: str) -> None:
+        await self._alerts.raise_alert(
+            "unknown_metric",
+            zone_id=node.zone_id,
+            scope=node.uid,
+            details={"node_uid": node.uid, "metric_type": raw[:64]},
+        )

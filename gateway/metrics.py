@@ -1,0 +1,62 @@
+"""Prometheus metrics, declared once with units in their names; code gets handles, never strings."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """All gateway metrics on one registry per gateway instance (tests run several in one process)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.messages_received = Counter(
+            "hydro_mqtt_messages_received_total", "Inbound node messages by topic kind", ["kind"], registry=r
+        )
+        self.messages_rejected = Counter(
+            "hydro_messages_rejected_total", "Inbound messages dropped, by reason", ["reason"], registry=r
+        )
+        self.router_queue_depth = Gauge("hydro_router_queue_depth", "Messages waiting for the router", registry=r)
+        self.ingest_samples = Counter(
+            "hydro_ingest_samples_total", "Telemetry samples by result and reason", ["result", "reason"], registry=r
+        )
+        self.ingest_queue_depth = Gauge("hydro_ingest_queue_depth", "Samples waiting for the writer", registry=r)
+        self.ingest_commit_seconds = Histogram(
+            "hydro_ingest_commit_seconds",
+            "SQLite commit latency of one telemetry batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.ingest_batch_rows = Histogram(
+            "hydro_ingest_batch_rows", "Rows per committed batch", buckets=(1, 10, 50, 100, 200, 500, 1000), registry=r
+        )
+        self.broker_clients = Gauge("hydro_broker_clients", "Connected MQTT clients", registry=r)
+        self.broker_refusals = Counter(
+            "hydro_broker_refusals_total", "Refused connects/publishes/subscribes", ["reason"], registry=r
+        )
+        self.nodes_online = Gauge("hydro_nodes_online", "Nodes currently online", registry=r)
+        self.commands = Counter("hydro_commands_total", "Command status transitions", ["status"], registry=r)
+        self.alerts_raised = Counter(
+            "hydro_alerts_raised_total", "Alerts raised (new or repeated)", ["code"], registry=r
+        )
+        self.safety_trips = Counter("hydro_safety_trips_total", "Safety loop stops by reason", ["reason"], registry=r)
+        self.safety_tick_seconds = Histogram(
+            "hydro_safety_tick_seconds",
+            "Duration of one safety loop tick",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
+        self.pump_runtime_seconds = Counter(
+            "hydro_pump_runtime_seconds_total", "Time pumps were commanded ON", ["zone", "channel"], registry=r
+        )
+        self.process_rss_bytes = Gauge("hydro_process_resident_memory_bytes", "Gateway RSS", registry=r)
+        self.db_size_bytes = Gauge("hydro_db_size_bytes", "SQLite file size incl. WAL", registry=r)
+        self.sync_backlog_rows = Gauge(
+            "hydro_sync_backlog_rows", "Rows not yet acknowledged upstream", ["stream"], registry=r
+        )
+        self.sync_lag_seconds = Gauge(
+            "hydro_sync_lag_seconds", "Age of the oldest unsynced row", ["stream"], registry=r
+        )
+        self.sync_sent_rows = Counter(
+            "hydro_sync_sent_rows_total", "Rows acknowledged upstream", ["stream"], registry=r
+        )

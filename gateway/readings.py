@@ -1,0 +1,40 @@
+"""Latest readings per zone and metric, in memory, fed by ingest for the safety loop and automation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.metric_types import Metric
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A value with the monotonic time it was received (freshness is judged on the gateway's clock)."""
+
+    value: float
+    received_mono: float
+    ts: float
+    node_id: int
+    channel: str | None
+
+
+class LatestReadings:
+    """The newest reading per (zone, metric[, channel]); absent means unavailable, never 0."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[int, Metric, str | None], Reading] = {}
+
+    def update(self, zone_id: int, metric: Metric, reading: Reading) -> None:
+        """Record a reading (per channel and for the zone as a whole)."""
+        self._by_key[(zone_id, metric, reading.channel)] = reading
+        if reading.channel is not None:
+            self._by_key[(zone_id, metric, None)] = reading
+
+    def get(self, zone_id: int, metric: Metric, channel: str | None = None) -> Reading | None:
+        """Newest reading or None."""
+        return self._by_key.get((zone_id, metric, channel))
+
+    def age(self, zone_id: int, metric: Metric, now_mono: float, channel: str | None = None) -> float | None:
+        """Seconds since the newest reading, or None when there is none."""
+        r = self.get(zone_id, metric, channel)
+        return None if r is None else now_mono - r.received_mono

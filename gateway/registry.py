@@ -1,0 +1,324 @@
+"""Node registry at the edge: node_hello registers, heartbeats keep nodes online, silence marks them offline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from firmware_contracts.topics import config_topic
+from gateway.alerts import Alerts
+from gateway.clock import Clock
+from gateway.metrics import Metrics
+from gateway.router import RejectedMessage, Routed
+from gateway.settings import NodeConfig, ZoneConfig
+from gateway.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
+UNASSIGNED_ZONE = "unassigned"
+
+
+class Lifecycle(StrEnum):
+    """Node lifecycle at the edge."""
+
+    REGISTERED_BACKEND = "REGISTERED_BACKEND"
+    ASSIGNED_TO_ZONE = "ASSIGNED_TO_ZONE"
+    DECOMMISSIONED = "DECOMMISSIONED"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the hot paths need to know about a node, cached in memory."""
+
+    id: int
+    uid: str
+    hardware_id: str
+    zone_id: int | None
+    zone_uid: str | None
+    validated: bool
+    online: bool
+    node_type: str
+
+
+class Registry:
+    """Creates/updates nodes from node_hello, tracks health, answers with the node's retained config."""
+
+    def __init__(
+        self,
+        db: Database,
+        alerts: Alerts,
+        clock: Clock,
+        metrics: Metrics,
+        publish: Publish,
+        greenhouse_uid: str,
+        heartbeat_interval_s: float,
+        offline_after_missed: int,
+    ) -> None:
+        self._db = db
+        self._alerts = alerts
+        self._clock = clock
+        self._metrics = metrics
+        self._publish = publish
+        self._gh = greenhouse_uid
+        self._hb_interval = heartbeat_interval_s
+        self._offline_after = heartbeat_interval_s * offline_after_missed
+        self._by_uid: dict[str, NodeInfo] = {}
+        self._zones: dict[str, int] = {}
+        self._assign_by_hw: dict[str, NodeConfig] = {}
+        self._assign_by_uid: dict[str, NodeConfig] = {}
+        self._last_seen_mono: dict[str, float] = {}
+
+    # ---- configuration -------------------------------------------------------------------
+    async def apply_config(self, zones: Iterable[ZoneConfig], nodes: Iterable[NodeConfig]) -> None:
+        """Upsert zones and node assignments from config (local file or upstream) and reload the cache."""
+        now = self._clock.time()
+        async with self._db.transaction() as conn:
+            for zone in zones:
+                await conn.execute(
+                    "INSERT INTO zones(uid, name, settings, created_at) VALUES (?,?,?,?)"
+                    " ON CONFLICT(uid) DO UPDATE SET name=excluded.name, settings=excluded.settings",
+                    (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": zone.water_cycle}), now),
+                )
+        self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
+        nodes = list(nodes)
+        self._assign_by_hw = {n.hardware_id: n for n in nodes}
+        self._assign_by_uid = {n.uid: n for n in nodes}
+        async with self._db.transaction() as conn:
+            for n in nodes:
+                zone_id = self._zones.get(n.zone) if n.zone else None
+                state = Lifecycle.ASSIGNED_TO_ZONE if zone_id else Lifecycle.REGISTERED_BACKEND
+                await conn.execute(
+                    "UPDATE nodes SET zone_id=?, validated=?, lifecycle_state=?, updated_at=? WHERE hardware_id=?",
+                    (zone_id, int(zone_id is not None), state.value, now, n.hardware_id),
+                )
+        await self._reload()
+
+    async def _reload(self) -> None:
+        rows = await self._db.fetchall(
+            "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id"
+        )
+        self._by_uid = {str(r["uid"]): _info(r) for r in rows}
+        now = self._clock.monotonic()
+        for uid in self._by_uid:
+            self._last_seen_mono.setdefault(uid, now)
+        self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
+
+    def zone_id(self, zone_uid: str) -> int | None:
+        """Database id of a zone uid."""
+        return self._zones.get(zone_uid)
+
+    def zone_uids(self) -> dict[str, int]:
+        """All zones: uid → id."""
+        return dict(self._zones)
+
+    def get(self, node_uid: str) -> NodeInfo | None:
+        """Cached node by uid."""
+        return self._by_uid.get(node_uid)
+
+    def nodes(self) -> list[NodeInfo]:
+        """All cached nodes."""
+        return list(self._by_uid.values())
+
+    # ---- handlers ------------------------------------------------------------------------
+    async def on_hello(self, routed: Routed) -> None:
+        """Register or update the node and answer with its retained config."""
+        hello: dict[str, Any] = routed.payload
+        hardware_id = str(hello["hardware_id"])
+        username = routed.message.username
+        node = await self.register(hello, claimed_uid=username or hello.get("node_uid"))
+        if username and node.uid != username:
+            raise RejectedMessage("hello_uid_mismatch", f"user {username} announced hardware {hardware_id}")
+        await self.publish_config(node)
+
+    async def register(self, hello: dict[str, Any], claimed_uid: str | None) -> NodeInfo:
+        """Create or update a node from a hello payload; returns its cached info."""
+        hardware_id = str(hello["hardware_id"])
+        now = self._clock.time()
+        assignment = self._assign_by_hw.get(hardware_id) or (
+            self._assign_by_uid.get(claimed_uid) if claimed_uid else None
+        )
+        existing = await self._db.fetchone("SELECT * FROM nodes WHERE hardware_id=?", (hardware_id,))
+        if assignment is not None:
+            uid = assignment.uid
+        elif existing is not None:
+            uid = str(existing["uid"])
+        else:
+            uid = claimed_uid or generated_uid(str(hello.get("node_type", "node")), hardware_id)
+        zone_id = self._zones.get(assignment.zone) if assignment and assignment.zone else None
+        if zone_id is None and existing is not None and assignment is None:
+            zone_id = existing["zone_id"]
+        state = Lifecycle.ASSIGNED_TO_ZONE if zone_id is not None else Lifecycle.REGISTERED_BACKEND
+        fields = (
+            uid,
+            str(hello.get("node_type", "")),
+            hello.get("fw_version"),
+            hello.get("hardware_revision"),
+            zone_id,
+            state.value,
+            int(zone_id is not None),
+            now,
+            json.dumps(hello),
+            now,
+        )
+        async with self._db.transaction() as conn:
+            if existing is None:
+                await conn.execute(
+                    "INSERT INTO nodes(uid, node_type, firmware_version, hardware_revision, zone_id, lifecycle_state,"
+                    " validated, last_seen_at, hello, updated_at, hardware_id, first_seen_at, online)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)",
+                    (*fields, hardware_id, now),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE nodes SET uid=?, node_type=?, firmware_version=?, hardware_revision=?, zone_id=?,"
+                    " lifecycle_state=?, validated=?, last_seen_at=?, hello=?, updated_at=?, online=1"
+                    " WHERE hardware_id=?",
+                    (*fields, hardware_id),
+                )
+            await conn.execute(
+                "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('node_registrations', ?, ?)",
+                (
+                    json.dumps(
+                        {
+                            "node_uid": uid,
+                            "hardware_id": hardware_id,
+                            "node_type": hello.get("node_type"),
+                            "firmware_version": hello.get("fw_version"),
+                            "hardware_revision": hello.get("hardware_revision"),
+                            "zone_uid": self._zone_uid(zone_id),
+                            "lifecycle_state": state.value,
+                            "seen_at": now,
+                            "first_registration": existing is None,
+                        }
+                    ),
+                    now,
+                ),
+            )
+        await self._reload()
+        info = self._by_uid[uid]
+        await self._mark_seen(info)
+        log.info(
+            "node %s (%s, %s) registered: %s zone=%s",
+            uid,
+            hardware_id,
+            hello.get("fw_version"),
+            state.value,
+            info.zone_uid,
+        )
+        return info
+
+    async def publish_config(self, node: NodeInfo) -> None:
+        """Publish the node's config, retained, on its config topic."""
+        zone = node.zone_uid or UNASSIGNED_ZONE
+        payload = {
+            "node_uid": node.uid,
+            "zone_uid": zone,
+            "gh_uid": self._gh,
+            "version": 1,
+            "channels": [],
+            "intervals": {"telemetry_s": 5, "heartbeat_s": int(self._hb_interval)},
+        }
+        await self._publish(config_topic(self._gh, zone, node.uid), json.dumps(payload).encode(), 1, True)
+
+    async def republish_configs(self) -> None:
+        """Re-publish every known node's retained config (the broker's retained store is memory-only)."""
+        for node in self.nodes():
+            await self.publish_config(node)
+
+    async def on_heartbeat(self, routed: Routed) -> None:
+        """Update health fields and bring an offline node back."""
+        node = self._require(routed)
+        hb: dict[str, Any] = routed.payload
+        await self._db.execute(
+            "UPDATE nodes SET last_seen_at=?, rssi=?, uptime_s=?, free_heap=?, updated_at=? WHERE id=?",
+            (self._clock.time(), hb.get("rssi"), hb.get("uptime_s"), hb.get("free_heap"), self._clock.time(), node.id),
+        )
+        await self._mark_seen(node)
+
+    async def on_status(self, routed: Routed) -> None:
+        """The node's online/offline status (its last will says offline)."""
+        node = self._require(routed)
+        if routed.payload.get("status") == "offline":
+            await self._mark_offline(node, "last_will")
+        else:
+            await self._mark_seen(node)
+
+    def touch(self, node: NodeInfo) -> None:
+        """Cheap in-memory liveness update from telemetry (DB last_seen follows on heartbeat/offline)."""
+        self._last_seen_mono[node.uid] = self._clock.monotonic()
+
+    async def supervise_once(self) -> None:
+        """Mark nodes silent for longer than N heartbeat intervals offline."""
+        now = self._clock.monotonic()
+        for node in list(self._by_uid.values()):
+            if node.online and now - self._last_seen_mono.get(node.uid, now) > self._offline_after:
+                await self._mark_offline(node, "missed_heartbeats")
+
+    async def supervise(self) -> None:
+        """Run ``supervise_once`` forever."""
+        while True:
+            await self._clock.sleep(max(0.05, self._hb_interval / 2))
+            await self.supervise_once()
+
+    # ---- internals -----------------------------------------------------------------------
+    def _require(self, routed: Routed) -> NodeInfo:
+        uid = routed.topic.node or ""
+        node = self._by_uid.get(uid)
+        if node is None:
+            raise RejectedMessage("unknown_node", uid)
+        return node
+
+    async def _mark_seen(self, node: NodeInfo) -> None:
+        self._last_seen_mono[node.uid] = self._clock.monotonic()
+        if self._by_uid.get(node.uid, node).online:
+            return
+        await self._db.execute("UPDATE nodes SET online=1, updated_at=? WHERE id=?", (self._clock.time(), node.id))
+        self._by_uid[node.uid] = replace(self._by_uid.get(node.uid, node), online=True)
+        resolved = await self._alerts.resolve("infra_node_offline", zone_id=node.zone_id, scope=node.uid)
+        if resolved:
+            await self._alerts.record_event(node.zone_id, "NODE_ONLINE", {"node_uid": node.uid})
+        self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
+
+    async def _mark_offline(self, node: NodeInfo, reason: str) -> None:
+        current = self._by_uid.get(node.uid, node)
+        if not current.online:
+            return
+        await self._db.execute("UPDATE nodes SET online=0, updated_at=? WHERE id=?", (self._clock.time(), node.id))
+        self._by_uid[node.uid] = replace(current, online=False)
+        await self._alerts.raise_alert(
+            "infra_node_offline", zone_id=node.zone_id, scope=node.uid, details={"node_uid": node.uid, "reason": reason}
+        )
+        await self._alerts.record_event(node.zone_id, "NODE_OFFLINE", {"node_uid": node.uid, "reason": reason})
+        self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
+
+    def _zone_uid(self, zone_id: int | None) -> str | None:
+        for uid, zid in self._zones.items():
+            if zid == zone_id:
+                return uid
+        return None
+
+
+def generated_uid(node_type: str, hardware_id: str) -> str:
+    """A stable uid for a node nobody assigned yet (derived from its hardware id)."""
+    digest = hashlib.sha256(hardware_id.encode()).hexdigest()[:8]
+    safe_type = "".join(c for c in node_type if c.isalnum())[:12] or "node"
+    return f"nd-{safe_type}-{digest}"
+
+
+def _info(row: Any) -> NodeInfo:
+    return NodeInfo(
+        id=int(row["id"]),
+        uid=str(row["uid"]),
+        hardware_id=str(row["hardware_id"]),
+        zone_id=row["zone_id"],
+        zone_uid=row["zone_uid"],
+        validated=bool(row["validated"]),
+        online=bool(row["online"]),
+        node_type=str(row["node_type"]),
+    )

@@ -1,0 +1,419 @@
+"""Typed gateway settings: the only module that reads the config file, secret files and the environment.
+
+Settings are read once at start, validated, and passed down. Every problem is reported as one line
+naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SettingsError(Exception):
+    """The configuration is invalid; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Mode(StrEnum):
+    """Production refuses anonymous MQTT and requires secrets; demo runs a simulated greenhouse."""
+
+    PRODUCTION = "production"
+    DEMO = "demo"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Section):
+    """Identity of this greenhouse gateway."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    greenhouse_uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    mode: Mode = Mode.PRODUCTION
+    data_dir: Path = Path("/var/lib/hydro-gateway")
+    timezone: str = "UTC"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+
+class BrokerUser(_Section):
+    """A broker account: nodes publish only under their own uid; services may do anything."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password_hash: str = Field(min_length=1)
+    role: Literal["node", "service"] = "node"
+
+
+class BrokerSection(_Section):
+    """The embedded MQTT broker."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=1883, ge=0, le=65535)
+    allow_anonymous: bool = False
+    password_file: Path | None = None
+    users: tuple[BrokerUser, ...] = ()
+    max_connections: int = Field(default=200, ge=1)
+    keepalive_grace: float = Field(default=1.5, ge=1.0, le=5.0)
+    max_payload_bytes: int = Field(default=65536, ge=256)
+    client_queue_max: int = Field(default=1000, ge=10)
+    broadcast_queue_max: int = Field(default=20000, ge=100)
+    rate_limit_msgs_per_s: float = Field(default=500.0, gt=0)
+    rate_limit_burst: int = Field(default=1000, ge=1)
+    inflight_retry_s: float = Field(default=20.0, gt=0)
+    session_expiry_s: float = Field(default=7 * 86400.0, gt=0)
+
+
+class WebSection(_Section):
+    """The local status page and JSON API."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_user: str = "admin"
+    admin_token: str | None = None
+    admin_token_file: Path | None = None
+    public_read: bool = True
+
+
+class IngestSection(_Section):
+    """Telemetry batching into SQLite."""
+
+    batch_size: int = Field(default=200, ge=1, le=100_000)
+    flush_interval_ms: int = Field(default=500, ge=1)
+    queue_max: int = Field(default=20_000, ge=100)
+    router_queue_max: int = Field(default=10_000, ge=100)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+
+
+class NodesSection(_Section):
+    """Node health supervision."""
+
+    heartbeat_interval_s: float = Field(default=30.0, gt=0)
+    offline_after_missed: int = Field(default=3, ge=1)
+
+
+class CommandsSection(_Section):
+    """Command lifecycle."""
+
+    timeout_s: float = Field(default=30.0, gt=0)
+    sweep_interval_s: float = Field(default=1.0, gt=0)
+
+
+class UpstreamSection(_Section):
+    """Store-and-forward to the central system."""
+
+    url: str = ""
+    token: str | None = None
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    interval_s: float = Field(default=5.0, gt=0)
+    telemetry_batch: int = Field(default=2000, ge=1)
+    batch_max_bytes: int = Field(default=2_000_000, ge=1024)
+    unreachable_alert_after_s: float = Field(default=900.0, ge=0)
+    config_poll_s: float = Field(default=300.0, gt=0)
+    retention_days: float = Field(default=14.0, gt=0)
+    db_budget_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
+
+
+class RelayChannel(_Section):
+    """A pump wired to a gateway GPIO relay."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    zone: str
+    role: Literal["recirc", "drain", "fill", "irrigation", "dosing_ph", "dosing_ec", "other"] = "other"
+    pin: int | str
+    fail_safe_mode: Literal["NC", "NO"]
+    relay_logic: Literal["active_open", "active_close"]
+    active_high: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RelayChannel:
+        expected = "active_open" if self.fail_safe_mode == "NC" else "active_close"
+        if self.relay_logic != expected:
+            raise ValueError(f"{self.fail_safe_mode} relay needs relay_logic = {expected!r}")
+        return self
+
+
+class INA209Device(_Section):
+    """An INA209 measuring one relay channel's pump current."""
+
+    channel: str
+    bus: int = 1
+    address: int = Field(default=0x40, ge=0x40, le=0x4F)
+    shunt_ohms: float = Field(default=0.1, gt=0)
+    max_expected_amps: float = Field(default=2.0, gt=0)
+    warning_amps: float = Field(default=1.2, gt=0)
+    critical_amps: float = Field(default=1.5, gt=0)
+
+
+class WatchdogSection(_Section):
+    """Relay watchdog: heartbeat GPIO for the external dead-man circuit."""
+
+    heartbeat_pin: int | str | None = None
+    timeout_s: float = Field(default=2.0, gt=0)
+
+
+class SerialPort(_Section):
+    """A UART/RS-485 line with nodes speaking the firmware contracts."""
+
+    port: str
+    baudrate: int = 115200
+
+
+class HardwareSection(_Section):
+    """Gateway-attached hardware; ``sim`` uses register-level fakes."""
+
+    backend: Literal["real", "sim"] = "real"
+    relays: tuple[RelayChannel, ...] = ()
+    ina209: tuple[INA209Device, ...] = ()
+    watchdog: WatchdogSection = WatchdogSection()
+    serial: tuple[SerialPort, ...] = ()
+
+
+class SafetySection(_Section):
+    """Safety loop timing and default limits per pump channel."""
+
+    poll_hz: float = Field(default=10.0, gt=0, le=200)
+    overcurrent_a: float = Field(default=1.5, gt=0)
+    idle_current_a: float = Field(default=0.1, ge=0)
+    min_flow_l_min: float = Field(default=0.5, ge=0)
+    no_flow_grace_s: float = Field(default=20.0, gt=0)
+    stale_after_s: float = Field(default=30.0, gt=0)
+    min_water_level: float = Field(default=15.0, ge=0)
+    # drain/fill pumps without a flow sensor: the level must move this much (%) within no_flow_grace_s
+    level_change_min: float = Field(default=0.5, gt=0)
+    max_failures: int = Field(default=3, ge=1)
+    failure_window_s: float = Field(default=3600.0, gt=0)
+
+
+class ActuatorRef(_Section):
+    """Where a zone's actuator is: a gateway relay channel (no node_uid) or a node's channel."""
+
+    channel: str = Field(min_length=1, max_length=64)
+    node_uid: str | None = None
+    ml_per_s: float | None = Field(default=None, gt=0)  # dosing pumps: delivery rate
+    flow_l_min: float | None = Field(default=None, gt=0)  # nominal flow, for water usage without a sensor
+
+
+ACTUATOR_ROLES = ("recirc", "drain", "fill", "irrigation", "light", "ph_down", "ph_up", "nutrient_a", "nutrient_b")
+
+
+class ZoneConfig(_Section):
+    """A zone (tank + its pumps) of this greenhouse."""
+
+    uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    name: str = ""
+    water_cycle: dict[str, Any] = Field(default_factory=dict)
+    actuators: dict[str, ActuatorRef] = Field(default_factory=dict)
+    tank_volume_l: float = Field(default=200.0, gt=0)
+    recipe: str | None = None
+    recipe_start: str | None = None
+
+    @field_validator("actuators")
+    @classmethod
+    def _known_roles(cls, value: dict[str, ActuatorRef]) -> dict[str, ActuatorRef]:
+        unknown = sorted(set(value) - set(ACTUATOR_ROLES))
+        if unknown:
+            raise ValueError(f"unknown actuator roles {unknown}; known: {list(ACTUATOR_ROLES)}")
+        return value
+
+
+class NodeConfig(_Section):
+    """A node assignment: hardware id → uid and zone."""
+
+    hardware_id: str = Field(min_length=1, max_length=64)
+    uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    zone: str | None = None
+    node_type: str = ""
+
+
+class Settings(_Section):
+    """The whole validated configuration."""
+
+    gateway: GatewaySection
+    broker: BrokerSection = BrokerSection()
+    web: WebSection = WebSection()
+    ingest: IngestSection = IngestSection()
+    nodes_health: NodesSection = NodesSection()
+    commands: CommandsSection = CommandsSection()
+    upstream: UpstreamSection = UpstreamSection()
+    hardware: HardwareSection = HardwareSection()
+    safety: SafetySection = SafetySection()
+    zones: tuple[ZoneConfig, ...] = ()
+    nodes: tuple[NodeConfig, ...] = ()
+    recipes: dict[str, Any] = Field(default_factory=dict)
+    automation: dict[str, Any] = Field(default_factory=dict)
+    source: str = "<built-in>"
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite buffer."""
+        return self.gateway.data_dir / "gateway.db"
+
+    @property
+    def is_demo(self) -> bool:
+        """True in demo mode."""
+        return self.gateway.mode is Mode.DEMO
+
+
+def _read_secret(path: Path, key: str, source: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError([f"{key}: cannot read {path}: {exc.strerror} ({source})"]) from exc
+    if not value:
+        raise SettingsError([f"{key}: {path} is empty ({source})"])
+    return value
+
+
+def _format_errors(exc: ValidationError, source: str) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"{key}: {err['msg']} ({source})")
+    return lines
+
+
+def _read_password_file(path: Path, source: str) -> tuple[BrokerUser, ...]:
+    users = []
+    text = _read_secret(path, "broker.password_file", source)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not name or not hashed:
+            raise SettingsError([f"broker.password_file: {path}:{lineno}: expected 'username:hash' ({source})"])
+        role: Literal["node", "service"] = "service" if name.startswith("svc-") else "node"
+        users.append(BrokerUser(username=name, password_hash=hashed, role=role))
+    return tuple(users)
+
+
+def _resolve_secrets(settings: Settings) -> Settings:
+    """Load secret files named in the config and enforce production rules."""
+    src = settings.source
+    problems: list[str] = []
+    web, upstream, broker = settings.web, settings.upstream, settings.broker
+    if web.admin_token is None and web.admin_token_file is not None:
+        web = web.model_copy(update={"admin_token": _read_secret(web.admin_token_file, "web.admin_token_file", src)})
+    if upstream.token is None and upstream.token_file is not None:
+        token = _read_secret(upstream.token_file, "upstream.token_file", src)
+        upstream = upstream.model_copy(update={"token": token})
+    if broker.password_file is not None:
+        extra = _read_password_file(broker.password_file, src)
+        broker = broker.model_copy(update={"users": broker.users + extra})
+    if settings.gateway.mode is Mode.PRODUCTION:
+        if upstream.url and not upstream.token:
+            problems.append(f"upstream.token_file: required when upstream.url is set ({src})")
+        if upstream.url and not upstream.url.startswith("https://"):
+            problems.append(f"upstream.url: must be https:// in production ({src})")
+        if broker.allow_anonymous:
+            problems.append(f"broker.allow_anonymous: not allowed in production mode ({src})")
+        if not web.admin_token:
+            problems.append(f"web.admin_token_file: required in production mode ({src})")
+    if upstream.ca_file is not None and not upstream.ca_file.is_file():
+        problems.append(f"upstream.ca_file: {upstream.ca_file} does not exist ({src})")
+    zone_uids = {z.uid for z in settings.zones}
+    for i, relay in enumerate(settings.hardware.relays):
+        if relay.zone not in zone_uids:
+            problems.append(f"hardware.relays.{i}.zone: unknown zone {relay.zone!r} ({src})")
+    for i, node in enumerate(settings.nodes):
+        if node.zone is not None and node.zone not in zone_uids:
+            problems.append(f"nodes.{i}.zone: unknown zone {node.zone!r} ({src})")
+    relay_names = {r.name for r in settings.hardware.relays}
+    node_uids = {n.uid for n in settings.nodes}
+    for i, zone in enumerate(settings.zones):
+        problems.extend(_water_cycle_problems(zone, i, src))
+        for role, ref in zone.actuators.items():
+            if ref.node_uid is None and ref.channel not in relay_names:
+                problems.append(f"zones.{i}.actuators.{role}.channel: no hardware relay named {ref.channel!r} ({src})")
+            if ref.node_uid is not None and ref.node_uid not in node_uids:
+                problems.append(f"zones.{i}.actuators.{role}.node_uid: unknown node {ref.node_uid!r} ({src})")
+    problems.extend(_automation_problems(settings, src))
+    for i, dev in enumerate(settings.hardware.ina209):
+        if dev.channel not in relay_names:
+            problems.append(f"hardware.ina209.{i}.channel: no hardware relay named {dev.channel!r} ({src})")
+    if problems:
+        raise SettingsError(problems)
+    return settings.model_copy(update={"web": web, "upstream": upstream, "broker": broker})
+
+
+def _water_cycle_problems(zone: ZoneConfig, index: int, src: str) -> list[str]:
+    if not zone.water_cycle:
+        return []
+    from gateway.water.config import ConfigError, water_cycle_from_dict
+
+    try:
+        water_cycle_from_dict(zone.water_cycle)
+    except ConfigError as exc:
+        return [f"zones.{index}.{exc} ({src})"]
+    return []
+
+
+def _automation_problems(settings: Settings, src: str) -> list[str]:
+    from gateway.automation.config import automation_config_from_dict
+    from gateway.automation.recipes import RecipeError, recipe_problems
+
+    problems = [f"{line} ({src})" for line in
+                recipe_problems([(z.recipe, z.recipe_start) for z in settings.zones], settings.recipes)]
+    try:
+        automation_config_from_dict(settings.automation)
+    except (RecipeError, ValueError) as exc:
+        problems.append(f"{exc} ({src})")
+    return problems
+
+
+def settings_from_mapping(data: dict[str, Any], source: str = "<built-in>") -> Settings:
+    """Validate a parsed config mapping (TOML tables) into Settings."""
+    try:
+        settings = Settings.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise SettingsError(_format_errors(exc, source)) from exc
+    return _resolve_secrets(settings)
+
+
+def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate a TOML config file; ``overrides`` are dotted keys from the command line."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError([f"<file>: cannot read {path}: {exc.strerror}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError([f"<toml>: {exc} ({path})"]) from exc
+    return settings_from_mapping(apply_overrides(data, overrides or {}), str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted-key overrides applied (``broker.port`` → data['broker']['port'])."""
+    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        table = result.setdefault(section, {})
+        table[key] = value
+    return result
+
+
+def env_log_level(default: str) -> str:
+    """Log level from HYDRO_GATEWAY_LOG_LEVEL, if set."""
+    return os.environ.get("HYDRO_GATEWAY_LOG_LEVEL", default)

@@ -1,0 +1,1 @@
+"""Simulated greenhouse: tank physics and fake hardware for demos and tests."""

@@ -1,0 +1,1 @@
+"""SQLite store: connection, numbered migrations and small query modules per table family."""

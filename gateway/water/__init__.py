@@ -1,0 +1,1 @@
+"""Water model: zone water_cycle settings, NC recirculation, the water-change machine, usage."""

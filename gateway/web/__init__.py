@@ -1,0 +1,1 @@
+"""Local web: status page, JSON API, /metrics, /healthz."""

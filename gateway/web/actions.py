@@ -1,0 +1,142 @@
+"""Operator actions (reset a safety lock, start/abort/acknowledge a water change), as JSON API and as forms."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from gateway.web.auth import Principal, json_error, require_admin
+from gateway.web.context import gw
+from gateway.web.services import WaterControl, safety_of, water_of
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = logging.getLogger(__name__)
+
+WATER_ACTIONS = ("start", "abort", "ack")
+
+
+class ActionError(Exception):
+    """An action could not be done; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def reset_safety(g: Gateway, zone_uid: str, by: str) -> list[str]:
+    """Resolve the zone's safety alerts and unlock it; records who did it; returns the resolved codes."""
+    if g.registry.zone_id(zone_uid) is None:
+        raise ActionError(404, f"unknown zone {zone_uid!r}")
+    # The safety service resolves, unlocks and records the SAFETY_LOCK_RESET event with ``by``.
+    return list(await safety_of(g).reset(zone_uid, by))
+
+
+async def water_action(g: Gateway, zone_uid: str, action: str, by: str) -> None:
+    """Ask the water machine to start, abort or acknowledge a water change (done on its next tick)."""
+    if g.registry.zone_id(zone_uid) is None:
+        raise ActionError(404, f"unknown zone {zone_uid!r}")
+    if action not in WATER_ACTIONS:
+        raise ActionError(404, f"unknown water action {action!r}")
+    if not await _call_water(water_of(g), action, zone_uid, by):
+        raise ActionError(409, f"zone {zone_uid!r} has no water cycle configured")
+    log.info("water %s requested in zone %s by %s", action, zone_uid, by)
+
+
+async def _call_water(water: WaterControl, action: str, zone_uid: str, by: str) -> bool:
+    if action == "start":
+        return await water.start_change(zone_uid, by)
+    if action == "abort":
+        return await water.abort(zone_uid, by)
+    return await water.ack_failed(zone_uid, by)
+
+
+# ---- JSON API ---------------------------------------------------------------------------------
+async def api_reset(request: web.Request) -> web.Response:
+    """POST /api/zones/{zone}/safety/reset → {"zone", "resolved": [codes], "by"}."""
+    who = require_admin(request)
+    zone_uid = request.match_info["zone"]
+    try:
+        codes = await reset_safety(gw(request), zone_uid, who.by)
+    except ActionError as exc:
+        raise json_error(_http_error(exc.status), exc.message) from None
+    return web.json_response({"zone": zone_uid, "resolved": codes, "by": who.by})
+
+
+async def api_water(request: web.Request) -> web.Response:
+    """POST /api/zones/{zone}/water/{action} (start | abort | ack) → 202 {"zone", "action", "accepted", "by"}."""
+    who = require_admin(request)
+    zone_uid, action = request.match_info["zone"], request.match_info["action"]
+    try:
+        await water_action(gw(request), zone_uid, action, who.by)
+    except ActionError as exc:
+        raise json_error(_http_error(exc.status), exc.message) from None
+    return web.json_response({"zone": zone_uid, "action": action, "accepted": True, "by": who.by}, status=202)
+
+
+# ---- HTML forms -------------------------------------------------------------------------------
+async def form_reset(request: web.Request) -> web.Response:
+    """The "Reset safety lock" button: POST form, then back to the page it came from."""
+    form = await request.post()
+    who = _form_admin(request, form)
+    try:
+        codes = await reset_safety(gw(request), request.match_info["zone"], who.by)
+    except ActionError as exc:
+        raise json_error(_http_error(exc.status), exc.message) from None
+    _flash(who, f"Safety lock reset: {', '.join(codes)}" if codes else "Safety lock reset: nothing was locked")
+    raise web.HTTPSeeOther(safe_next(form.get("next")))
+
+
+async def form_water(request: web.Request) -> web.Response:
+    """The water-change buttons of the zone page."""
+    form = await request.post()
+    who = _form_admin(request, form)
+    zone_uid, action = request.match_info["zone"], request.match_info["action"]
+    try:
+        await water_action(gw(request), zone_uid, action, who.by)
+    except ActionError as exc:
+        _flash(who, f"Water change {action} refused: {exc.message}")
+    else:
+        done = {"start": "Water change started", "abort": "Water change aborted"}
+        _flash(who, done.get(action, "Water-change failure acknowledged"))
+    raise web.HTTPSeeOther(safe_next(form.get("next"), f"/zones/{zone_uid}"))
+
+
+def _form_admin(request: web.Request, form: Any) -> Principal:
+    try:
+        return require_admin(request, form)
+    except web.HTTPUnauthorized:
+        # Not logged in: go to the login page and come back to where the button was.
+        target = safe_next(form.get("next"))
+        raise web.HTTPSeeOther(f"/login?next={quote(target)}") from None
+
+
+def _flash(who: Principal, message: str) -> None:
+    if who.session is not None:
+        who.session.flash = message
+
+
+def safe_next(value: Any, default: str = "/") -> str:
+    """A local path to redirect to (never another site)."""
+    if isinstance(value, str) and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return default
+
+
+def _http_error(status: int) -> type[web.HTTPException]:
+    return {404: web.HTTPNotFound, 409: web.HTTPConflict, 503: web.HTTPServiceUnavailable}.get(
+        status, web.HTTPBadRequest
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the action endpoints (API and forms)."""
+    app.router.add_post("/api/zones/{zone}/safety/reset", api_reset)
+    app.router.add_post("/api/zones/{zone}/water/{action}", api_water)
+    app.router.add_post("/zones/{zone}/safety/reset", form_reset)
+    app.router.add_post("/zones/{zone}/water/{action}", form_water)

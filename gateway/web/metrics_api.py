@@ -1,0 +1,21 @@
+"""GET /metrics: Prometheus text exposition of the gateway's registry (the services feed the handles)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.web.auth import require_read
+from gateway.web.context import gw
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    require_read(request)
+    data = generate_latest(gw(request).metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register /metrics."""
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,295 @@
+"""What the pages and the JSON API show, assembled from the gateway's live state and SQLite.
+
+Every function returns JSON-ready dicts: the API serves them as they are, the templates render them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from gateway.metric_types import CANONICAL_METRICS, Metric
+from gateway.safety.interlock import CRITICAL_ALERT_CODES
+from gateway.web.series import LABELS, UNITS
+from gateway.web.services import safety_of, sync_of, water_of
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+METRIC_ORDER = {m: i for i, m in enumerate(Metric)}
+WATER_HISTORY_TYPES = (
+    "WATER_CHANGE_STARTED",
+    "WATER_CHANGE_COMPLETED",
+    "WATER_CHANGE_FAILED",
+    "WATER_CHANGE_ABORTED",
+    "WATER_CHANGE_ACKNOWLEDGED",
+)
+
+
+async def overview(g: Gateway) -> dict[str, Any]:
+    """Everything on the overview page."""
+    now = g.clock.time()
+    active = await alerts_with_zone(g, await g.alerts.active())
+    return {
+        "now": now,
+        "gateway": await gateway_view(g),
+        "zones": await zone_summaries(g, now, active),
+        "alerts": {"active": active},
+        "sync": sync_view(g),
+    }
+
+
+async def gateway_view(g: Gateway) -> dict[str, Any]:
+    """Identity, uptime, storage, broker clients and node counts."""
+    disk = await asyncio.to_thread(shutil.disk_usage, g.settings.gateway.data_dir)
+    nodes = g.registry.nodes()
+    clients = g.broker.clients()
+    return {
+        "id": g.settings.gateway.id,
+        "greenhouse_uid": g.settings.gateway.greenhouse_uid,
+        "mode": g.settings.gateway.mode.value,
+        "timezone": g.settings.gateway.timezone,
+        "uptime_s": round(g.uptime_s(), 1),
+        "disk": {
+            "total_bytes": disk.total,
+            "used_bytes": disk.used,
+            "free_bytes": disk.free,
+            "used_pct": round(100.0 * disk.used / disk.total, 1) if disk.total else None,
+        },
+        "db_size_bytes": await g.db.size_bytes(),
+        "broker": {"port": g.broker.port, "client_count": len(clients), "clients": clients},
+        "nodes": {"total": len(nodes), "online": sum(1 for n in nodes if n.online)},
+        "safety": _safety_loop(g),
+    }
+
+
+async def zone_summaries(
+    g: Gateway, now: float, active: list[dict[str, Any]], only: str | None = None
+) -> list[dict[str, Any]]:
+    """Each zone with its water state, pumps, latest readings (with age) and alert counts."""
+    zones = await g.db.fetchall("SELECT id, uid, name FROM zones ORDER BY id")
+    readings = await _readings_by_zone(g, now)
+    snapshot = _safety_zones(g)
+    water_states = _water_states(g)
+    out = []
+    for z in zones:
+        uid = str(z["uid"])
+        if only is not None and uid != only:
+            continue
+        zone_alerts = [a for a in active if a["zone_uid"] == uid]
+        critical = sorted({a["code"] for a in zone_alerts if a["code"] in CRITICAL_ALERT_CODES})
+        safety = snapshot.get(uid) or {}
+        pumps = list(safety.get("pumps") or [])
+        water = water_states.get(uid)
+        lock_codes = sorted({c for p in pumps for c in p.get("lock_codes") or []} | set(critical))
+        out.append(
+            {
+                "uid": uid,
+                "name": str(z["name"] or uid),
+                "water": water,
+                "pumps": pumps,
+                "readings": readings.get(int(z["id"]), []),
+                "alerts": {"active": len(zone_alerts), "critical": len([a for a in zone_alerts if _critical(a)])},
+                "locked": bool(lock_codes) or any(p.get("locked") for p in pumps),
+                "lock_codes": lock_codes,
+            }
+        )
+    return out
+
+
+async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
+    """One zone: its summary plus alerts, water-change history, events and recent commands."""
+    zone_id = g.registry.zone_id(zone_uid)
+    if zone_id is None:
+        return None
+    now = g.clock.time()
+    active = await alerts_with_zone(g, await g.alerts.active(zone_id, any_zone=False))
+    summary = (await zone_summaries(g, now, active, only=zone_uid))[0]
+    placeholders = ",".join("?" * len(WATER_HISTORY_TYPES))
+    history = await g.db.fetchall(
+        f"SELECT * FROM zone_events WHERE zone_id=? AND type IN ({placeholders}) ORDER BY id DESC LIMIT 20",
+        (zone_id, *WATER_HISTORY_TYPES),
+    )
+    return {
+        "now": now,
+        "zone": summary,
+        "alerts": {"active": active},
+        "water_changes": [_event(r) for r in history],
+        "events": await g.alerts.events(zone_id, limit=30),
+        "commands": await recent_commands(g, zone_id, limit=20),
+    }
+
+
+async def nodes_view(g: Gateway) -> dict[str, Any]:
+    """Every known node with lifecycle, online state, firmware, last seen and signal."""
+    now = g.clock.time()
+    rows = await g.db.fetchall(
+        "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id ORDER BY z.id, n.uid"
+    )
+    cached = {n.uid: n for n in g.registry.nodes()}
+    nodes = []
+    for r in rows:
+        info = cached.get(str(r["uid"]))
+        last_seen = r["last_seen_at"]
+        nodes.append(
+            {
+                "uid": r["uid"],
+                "hardware_id": r["hardware_id"],
+                "node_type": r["node_type"],
+                "zone_uid": r["zone_uid"],
+                "lifecycle_state": r["lifecycle_state"],
+                # The registry's cache is the live truth; the row follows it.
+                "online": info.online if info is not None else bool(r["online"]),
+                "firmware_version": r["firmware_version"],
+                "hardware_revision": r["hardware_revision"],
+                "first_seen_at": r["first_seen_at"],
+                "last_seen_at": last_seen,
+                "last_seen_age_s": None if last_seen is None else round(max(0.0, now - last_seen), 1),
+                "rssi": r["rssi"],
+                "uptime_s": r["uptime_s"],
+                "free_heap": r["free_heap"],
+                "transport": r["transport"],
+            }
+        )
+    return {"now": now, "nodes": nodes}
+
+
+async def alerts_view(g: Gateway, limit: int = 100) -> dict[str, Any]:
+    """Active alerts, recent alerts of any status, and the zones with a safety lock to reset."""
+    now = g.clock.time()
+    active = await alerts_with_zone(g, await g.alerts.active())
+    recent = await alerts_with_zone(g, await g.alerts.recent(limit))
+    locks = [
+        {"zone_uid": z["uid"], "name": z["name"], "lock_codes": z["lock_codes"]}
+        for z in await zone_summaries(g, now, active)
+        if z["locked"]
+    ]
+    return {"now": now, "active": active, "recent": recent, "locked_zones": locks}
+
+
+def sync_view(g: Gateway) -> dict[str, Any]:
+    """Per-stream backlog and lag of the upstream sync, reachability and the storage level."""
+    status = sync_of(g).status()
+    retention = status.get("retention") or {}
+    uplink = status.get("uplink") if status.get("enabled") else None
+    if not uplink:
+        return {"available": False, "streams": [], "upstream": None, "storage_level": retention.get("level")}
+    streams = []
+    for name, st in sorted((uplink.get("streams") or {}).items()):
+        streams.append(
+            {
+                "stream": name,
+                "state": st.get("state"),
+                "backlog_rows": st.get("backlog_rows"),
+                "lag_s": st.get("oldest_unsynced_age_s"),
+                "last_success_at": st.get("last_success_at"),
+                "send_rate_rows_s": st.get("send_rate_rows_s"),
+                "catch_up_eta_s": st.get("catch_up_eta_s"),
+                "last_error": st.get("last_error"),
+            }
+        )
+    return {
+        "available": True,
+        "streams": streams,
+        "upstream": uplink.get("upstream"),
+        "storage_level": retention.get("level"),
+    }
+
+
+async def alerts_with_zone(g: Gateway, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts with their zone uid (the API speaks uids, not database ids)."""
+    by_id = {zid: uid for uid, zid in g.registry.zone_uids().items()}
+    out = []
+    for a in alerts:
+        item = {k: v for k, v in a.items() if k != "zone_id"}
+        zone_id = a.get("zone_id")
+        item["zone_uid"] = by_id.get(zone_id) if zone_id is not None else None
+        item["safety"] = a["code"] in CRITICAL_ALERT_CODES
+        out.append(item)
+    return out
+
+
+async def recent_commands(g: Gateway, zone_id: int | None, limit: int = 50) -> list[dict[str, Any]]:
+    """Newest commands with their zone and node uids (the shape of GET /api/commands/{cmd_id})."""
+    sql = (
+        "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c"
+        " LEFT JOIN zones z ON z.id = c.zone_id LEFT JOIN nodes n ON n.id = c.node_id"
+    )
+    if zone_id is None:
+        rows = await g.db.fetchall(sql + " ORDER BY c.id DESC LIMIT ?", (limit,))
+    else:
+        rows = await g.db.fetchall(sql + " WHERE c.zone_id = ? ORDER BY c.id DESC LIMIT ?", (zone_id, limit))
+    out = []
+    for r in rows:
+        item = {k: v for k, v in dict(r).items() if k not in ("id", "zone_id", "node_id")}
+        item["params"] = json.loads(item["params"])
+        item["details"] = json.loads(item["details"])
+        out.append(item)
+    return out
+
+
+def _critical(alert: dict[str, Any]) -> bool:
+    return alert.get("severity") == "critical"
+
+
+def _safety_zones(g: Gateway) -> dict[str, Any]:
+    zones: dict[str, Any] = safety_of(g).snapshot().get("zones") or {}
+    return zones
+
+
+def _safety_loop(g: Gateway) -> dict[str, Any]:
+    snap = safety_of(g).snapshot()
+    return {"ticks": int(snap.get("ticks") or 0), "watchdog_tripped": bool(snap.get("watchdog_tripped"))}
+
+
+def _water_states(g: Gateway) -> dict[str, dict[str, Any]]:
+    return {uid: _water_view(d) for uid, d in water_of(g).snapshot().items()}
+
+
+def _water_view(d: dict[str, Any]) -> dict[str, Any]:
+    """The water machine's persisted state in the API's words (0.0 start times mean never)."""
+    return {
+        "phase": d.get("phase"),
+        "phase_started_at": d.get("phase_started_at_wall") or None,
+        "solution_started_at": d.get("solution_started_at") or None,
+        "change_started_at": d.get("change_started_at_wall") or None,
+        "trigger": d.get("trigger"),
+        "last_error": d.get("last_error"),
+        "recirc_on": (d.get("recirc") or {}).get("on"),
+    }
+
+
+async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, Any]]]:
+    rows = await g.db.fetchall(
+        "SELECT t.*, n.uid AS node_uid FROM telemetry_last t LEFT JOIN nodes n ON n.id = t.node_id"
+    )
+    stale_after = g.settings.safety.stale_after_s
+    by_zone: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        metric = CANONICAL_METRICS.get(str(r["metric_type"]))
+        if metric is None:
+            continue
+        age = max(0.0, now - float(r["received_at"]))
+        by_zone.setdefault(int(r["zone_id"]), []).append(
+            {
+                "metric": metric.value,
+                "label": LABELS[metric],
+                "unit": UNITS[metric],
+                "value": r["value"],
+                "node_uid": r["node_uid"],
+                "channel": r["channel"],
+                "ts": r["ts"],
+                "received_at": r["received_at"],
+                "age_s": round(age, 1),
+                "stale": age > stale_after,
+            }
+        )
+    for items in by_zone.values():
+        items.sort(key=lambda x: (METRIC_ORDER[Metric(x["metric"])], x["node_uid"] or ""))
+    return by_zone
+
+
+def _event(row: Any) -> dict[str, Any]:
+    return {**dict(row), "details": json.loads(row["details"])}
