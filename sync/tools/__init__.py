@@ -1,0 +1,1 @@
+"""Small command-line drivers around the sync code (chaos tests, benchmarks)."""
