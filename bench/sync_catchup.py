@@ -1,0 +1,182 @@
+"""Catch-up benchmark: drain a backlog of N samples from a gateway SQLite file into the reference
+receiver on PostgreSQL, and watch the gateway side's memory while it does.
+
+    python bench/sync_catchup.py                 # 1,000,000 samples, throwaway PostgreSQL
+    python bench/sync_catchup.py --samples 200000 --dsn postgresql://...
+
+The gateway side is ``python -m sync.tools.pump_outbox`` (the real Uplink, nothing else) in its own
+process, so its RSS is measured alone; the receiver is ``python -m sync.receiver``. Targets:
+>= 50,000 samples/s and gateway RSS <= 100 MB, flat during the drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench scripts run as files; the PostgreSQL helper lives in tests/fakes
+
+from tests.fakes.postgres import PostgresCluster
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOKEN = "bench-token"
+GATEWAY = "gw-bench"
+TARGET_RATE = 50_000
+TARGET_RSS_MB = 100.0
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a process in MiB (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def stored(url: str, *, exact: bool = True) -> int:
+    """Telemetry rows the receiver holds (exact count) or its highest seq (cheap, for progress)."""
+    req = urllib.request.Request(f"{url}/admin/gateways/{GATEWAY}/streams/telemetry{'' if exact else '?count=0'}",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        doc = json.load(resp)
+    return int(doc["count"] if exact else doc["max_seq"] or 0)
+
+
+def postgres_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds of the PostgreSQL server and its backends (0 when it is not ours to inspect)."""
+    if data_dir is None:
+        return 0.0
+    try:
+        master = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = cpu_s(master)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
+    return total
+
+
+def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None) -> dict[str, Any]:
+    """Seed, start the receiver, drain, sample; returns the figures."""
+    db = work / "gateway.sqlite"
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "sync.tools.seed_db", "--db", str(db), "--samples", str(args.samples)],
+                   cwd=ROOT, check=True)
+    seed_s = time.monotonic() - t0
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "sync.receiver", "--dsn", dsn, "--port", "0", "--token", TOKEN],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert receiver.stdout is not None
+        url = "http://" + receiver.stdout.readline().split()[-1]
+        rx_cpu0, pg_cpu0 = cpu_s(receiver.pid), postgres_cpu_s(pg_data)
+        started = time.monotonic()
+        pump = subprocess.Popen(
+            [sys.executable, "-m", "sync.tools.pump_outbox", "--db", str(db), "--url", url, "--token", TOKEN,
+             "--gateway-id", GATEWAY, "--telemetry-max-rows", str(args.rows), "--until-idle"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        rss: list[tuple[float, float]] = []
+        progress: list[tuple[float, int]] = []
+        gw_cpu = 0.0
+        next_progress = started + 1.0
+        while pump.poll() is None:
+            now = time.monotonic()
+            sample = rss_mb(pump.pid)
+            if sample is not None:
+                rss.append((now - started, sample))
+                gw_cpu = cpu_s(pump.pid)
+            if now >= next_progress:
+                progress.append((now - started, stored(url, exact=False)))
+                next_progress += 1.0
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+        out, err = pump.communicate()
+        if pump.returncode != 0:
+            raise SystemExit(f"pump_outbox failed:\n{err[-3000:]}")
+        rx_cpu, pg_cpu = cpu_s(receiver.pid) - rx_cpu0, postgres_cpu_s(pg_data) - pg_cpu0
+        total = stored(url)
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    status = json.loads(out)["streams"]["telemetry"]
+    steady = [r for t, r in rss if t >= 2.0] or [r for _, r in rss]
+    window = [(t, n) for t, n in progress if n < args.samples]
+    steady_rate = ((window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+                   if len(window) >= 2 and window[-1][0] > window[0][0] else None)
+    return {
+        "samples": args.samples,
+        "stored_upstream": total,
+        "batches": status["batches_sent"],
+        "seed_s": round(seed_s, 2),
+        "drain_s": round(elapsed, 2),
+        "samples_per_s": round(args.samples / elapsed),
+        "steady_samples_per_s": round(steady_rate) if steady_rate else None,
+        "gateway_rss_mb": {"first": round(rss[0][1], 1) if rss else None, "max": round(max(r for _, r in rss), 1),
+                           "steady_min": round(min(steady), 1), "steady_max": round(max(steady), 1),
+                           "last": round(rss[-1][1], 1)},
+        "gateway_cpu_s": round(gw_cpu, 2),
+        "receiver_cpu_s": round(rx_cpu, 2),
+        "postgres_cpu_s": round(pg_cpu, 2) if pg_data else None,
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> int:
+    """Entry point: prints a summary and the figures as JSON; exit 1 if a target was missed."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=1_000_000)
+    p.add_argument("--rows", type=int, default=2000, help="telemetry rows per batch")
+    p.add_argument("--dsn", default=None, help="use this PostgreSQL instead of a throwaway cluster")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sync-bench-") as tmp:
+        if args.dsn:
+            figures = run(args, args.dsn, Path(tmp), None)
+        else:
+            with PostgresCluster() as pg:
+                figures = run(args, pg.dsn, Path(tmp), pg.data)
+    rate_ok = figures["samples_per_s"] >= TARGET_RATE
+    rss = figures["gateway_rss_mb"]
+    rss_ok = rss["max"] <= TARGET_RSS_MB
+    flat = rss["steady_max"] - rss["steady_min"] <= 10.0
+    exact = figures["stored_upstream"] == figures["samples"]
+    print(f"drained {figures['samples']:,} samples in {figures['drain_s']} s: "
+          f"{figures['samples_per_s']:,} samples/s (target >= {TARGET_RATE:,}) {'OK' if rate_ok else 'MISSED'}")
+    print(f"steady rate {figures['steady_samples_per_s']} samples/s; {figures['batches']} batches")
+    print(f"gateway RSS first {rss['first']} MB, max {rss['max']} MB (target <= {TARGET_RSS_MB:.0f}) "
+          f"{'OK' if rss_ok else 'MISSED'}; steady {rss['steady_min']}-{rss['steady_max']} MB "
+          f"{'flat' if flat else 'NOT FLAT'}")
+    print(f"CPU: gateway {figures['gateway_cpu_s']} s, receiver {figures['receiver_cpu_s']} s, "
+          f"PostgreSQL {figures['postgres_cpu_s']} s on {figures['cpus']} cores")
+    print(f"upstream holds {figures['stored_upstream']:,} rows {'(exact)' if exact else '(MISMATCH)'}")
+    print(json.dumps(figures))
+    return 0 if rate_ok and rss_ok and flat and exact else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
