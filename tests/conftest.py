@@ -1,0 +1,93 @@
+"""Shared fixtures: free ports, a running in-process gateway, real paho MQTT nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.compose import build_gateway
+from gateway.settings import Settings, settings_from_mapping
+
+pytest_plugins = ["tests.fakes.postgres"]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def base_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """A small two-zone greenhouse config for tests (demo mode: anonymous MQTT allowed)."""
+    cfg: dict[str, Any] = {
+        "gateway": {"id": "gw-test", "greenhouse_uid": "gh1", "mode": "demo", "data_dir": str(tmp_path / "data")},
+        "broker": {"host": "127.0.0.1", "port": free_port(), "allow_anonymous": True},
+        "web": {"host": "127.0.0.1", "port": free_port(), "admin_token": ADMIN_TOKEN},
+        "ingest": {"flush_interval_ms": 50},
+        "zones": [{"uid": "zone-a", "name": "Zone A"}, {"uid": "zone-b", "name": "Zone B"}],
+        "nodes": [
+            {"hardware_id": "esp32-aa01", "uid": "nd-ph-1", "zone": "zone-a", "node_type": "ph"},
+            {"hardware_id": "esp32-aa02", "uid": "nd-water-1", "zone": "zone-a", "node_type": "water"},
+            {"hardware_id": "esp32-bb01", "uid": "nd-ph-2", "zone": "zone-b", "node_type": "ph"},
+        ],
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(settings: Settings, **kwargs: Any) -> AsyncIterator[Gateway]:
+    """Run a gateway in this loop until the block exits."""
+    gateway = await build_gateway(settings, **kwargs)
+    task = asyncio.create_task(gateway.run())
+    ready = asyncio.create_task(gateway.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()
+    assert ready in done, "gateway did not become ready"
+    try:
+        yield gateway
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Build Settings from the base test config with section overrides."""
+
+    def make(**sections: Any) -> Settings:
+        return settings_from_mapping(base_config(tmp_path, **sections), "<test>")
+
+    return make
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll an (async or sync) predicate until it returns truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,59 @@
+"""The [hardware] config dataclasses reject mistakes at start-up, naming the entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.config import (
+    HardwareConfig,
+    INA209Config,
+    RelayChannelConfig,
+    SerialPortConfig,
+    WatchdogConfig,
+)
+
+RECIRC = RelayChannelConfig("pump_recirc", 17, "NC", "active_open", zone="z1")
+DRAIN = RelayChannelConfig("pump_drain", 27, "NO", "active_close", active_high=False, zone="z1")
+
+
+def test_a_complete_config_is_accepted() -> None:
+    cfg = HardwareConfig(
+        backend="sim",
+        relays=(RECIRC, DRAIN),
+        ina209=(INA209Config(bus=1, address=0x40, warning_amps=1.5, critical_amps=2.0, channel="pump_recirc"),),
+        watchdog=WatchdogConfig(heartbeat_pin=26, timeout_s=3.0),
+        serial=(SerialPortConfig("/dev/ttyUSB0", 115200),),
+    )
+    assert cfg.ina209[0].key == "pump_recirc"
+    assert INA209Config(bus=1, address=0x41).key == "ina209@1:0x41"
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: HardwareConfig(relays=(RECIRC, RECIRC)), "relay channel 'pump_recirc' configured twice"),
+        (
+            lambda: HardwareConfig(relays=(RECIRC, RelayChannelConfig("other", 17, "NC", "active_open"))),
+            "GPIO pin '17' configured twice",
+        ),
+        (
+            lambda: HardwareConfig(relays=(RECIRC,), watchdog=WatchdogConfig(heartbeat_pin=17)),
+            "GPIO pin '17' configured twice",
+        ),
+        (lambda: HardwareConfig(ina209=(INA209Config(bus=1, channel="ghost"),)), "unknown relay channel 'ghost'"),
+        (lambda: HardwareConfig(ina209=(INA209Config(1), INA209Config(1))), "configured twice"),
+        (lambda: HardwareConfig(backend="mock"), "backend"),  # type: ignore[arg-type]
+        (lambda: HardwareConfig(serial=(SerialPortConfig("/dev/ttyS0"),) * 2), "serial port"),
+        (lambda: INA209Config(bus=1, address=0x30), "0x40..0x4F"),
+        (lambda: INA209Config(bus=1, warning_amps=1.0), "both warning_amps and critical_amps"),
+        (lambda: INA209Config(bus=1, warning_amps=2.0, critical_amps=1.0), "warning_amps <= critical_amps"),
+        (lambda: INA209Config(bus=1, shunt_ohms=0), "must be > 0"),
+        (lambda: WatchdogConfig(timeout_s=0), "timeout_s"),
+        (lambda: SerialPortConfig("/dev/ttyS0", baudrate=0), "baudrate"),
+        (lambda: RelayChannelConfig("pump_recirc", 17, "NC", "active_close"), "'pump_recirc'.*contradicts"),
+        (lambda: RelayChannelConfig("", 17, "NC", "active_open"), "needs a name"),
+    ],
+)
+def test_mistakes_are_rejected(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
