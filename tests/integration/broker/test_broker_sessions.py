@@ -28,6 +28,8 @@ async def test_persistent_session_keeps_subscriptions_and_the_qos1_messages_sent
     assert await node.connect() == ("Success", False)
     assert await node.subscribe(COMMANDS) == [1]
     await node.disconnect()
+    # Until the broker has read the DISCONNECT the session is still online and would queue the QoS 0 message too.
+    await eventually(lambda: not broker.clients())
 
     for n in (1, 2, 3):
         await broker.publish(COMMAND, cmd(n), qos=1)
