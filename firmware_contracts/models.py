@@ -25,6 +25,7 @@ __all__ = [
     "NodeStatus",
     "TelemetrySample",
     "parse_telemetry",
+    "telemetry_items",
 ]
 
 Payload = Mapping[str, Any]
@@ -151,17 +152,20 @@ class TelemetrySample:
         )
 
 
+def telemetry_items(payload: object) -> list[Any]:
+    """The sample objects of a schema-valid telemetry payload: a sample, a list of them, or ``{"samples": [...]}``."""
+    if isinstance(payload, list):
+        return payload
+    if isinstance(payload, Mapping) and "samples" in payload:
+        return list(payload["samples"])
+    if isinstance(payload, Mapping):
+        return [payload]
+    raise TypeError(f"telemetry payload must be an object or a list, not {type(payload).__name__}")
+
+
 def parse_telemetry(payload: object) -> list[TelemetrySample]:
     """Samples of a schema-valid telemetry payload: a sample, a list of them, or ``{"samples": [...]}``."""
-    if isinstance(payload, list):
-        items: list[Any] = payload
-    elif isinstance(payload, Mapping) and "samples" in payload:
-        items = list(payload["samples"])
-    elif isinstance(payload, Mapping):
-        items = [payload]
-    else:
-        raise TypeError(f"telemetry payload must be an object or a list, not {type(payload).__name__}")
-    return [TelemetrySample.from_payload(item) for item in items]
+    return [TelemetrySample.from_payload(item) for item in telemetry_items(payload)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,8 +229,11 @@ def _shorten(text: str) -> str:
 
 def check(kind: MessageKind | str, payload: object) -> ValidationFailure | None:
     """Validate a decoded payload; None when valid, else the failure (code non_finite_number or schema)."""
-    message_kind = MessageKind(kind)
-    if _has_non_finite(payload):
+    return _check(MessageKind(kind), payload, scan_numbers=True)
+
+
+def _check(message_kind: MessageKind, payload: object, scan_numbers: bool) -> ValidationFailure | None:
+    if scan_numbers and _has_non_finite(payload):
         found = _find_non_finite(payload)
         assert found is not None
         path, value = found
@@ -269,6 +272,10 @@ def _reject_constant(name: str) -> object:
     raise _NonFiniteLiteral(name)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_MAYBE_HUGE_NUMBER = re.compile(r"[0-9][eE]|[0-9]{309}")
+
+
 def decode_and_validate(
     kind: MessageKind | str, raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[JsonDocument | None, ValidationFailure | None]:
@@ -286,14 +293,15 @@ def decode_and_validate(
         return None, ValidationFailure(FailureCode.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}")
     try:
         # Python's json accepts NaN/Infinity literals, which are not JSON: refuse them here.
-        payload = json.loads(text, parse_constant=_reject_constant)
+        payload = _DECODER.decode(text)
     except _NonFiniteLiteral as exc:
         return None, ValidationFailure(FailureCode.NON_FINITE_NUMBER, f"{exc} literal is not JSON")
     except RecursionError:
         return None, ValidationFailure(FailureCode.MALFORMED_JSON, "nested too deeply")
     except ValueError as exc:  # JSONDecodeError, and int literals over Python's digit limit
         return None, ValidationFailure(FailureCode.MALFORMED_JSON, _shorten(str(exc)))
-    failure = check(message_kind, payload)
+    # Only a number with an exponent or of 309+ digits can decode to inf or overflow float: skip the walk otherwise.
+    failure = _check(message_kind, payload, scan_numbers=_MAYBE_HUGE_NUMBER.search(text) is not None)
     if failure is not None:
         return None, failure
     return cast(JsonDocument, payload), None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from typing import NamedTuple
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any, NamedTuple
 
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -30,25 +33,65 @@ class SampleRow(NamedTuple):
     raw: str | None
 
 
-_INSERT = (
+_INSERT_SAMPLES = (
     "INSERT INTO telemetry_samples(zone_id, node_id, metric_type, channel, value, ts, received_at, ts_source,"
-    " clock_synced, raw) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    " clock_synced, raw) VALUES ",
+    10,
+    "",
 )
 _UPSERT_LAST = (
-    "INSERT INTO telemetry_last(zone_id, node_id, metric_type, channel, value, ts, received_at, raw)"
-    " VALUES (?,?,?,?,?,?,?,?)"
+    "INSERT INTO telemetry_last(zone_id, node_id, metric_type, channel, value, ts, received_at, raw) VALUES ",
+    8,
     " ON CONFLICT(zone_id, node_id, metric_type) DO UPDATE SET value=excluded.value, ts=excluded.ts,"
     " channel=excluded.channel, received_at=excluded.received_at, raw=excluded.raw"
-    " WHERE excluded.ts >= telemetry_last.ts"
+    " WHERE excluded.ts >= telemetry_last.ts",
 )
+# Rows per multi-row statement: 64 × 10 parameters stays under SQLite's oldest variable limit (999).
+_CHUNK = 64
+
+
+@functools.cache
+def _multi_row_sql(statement: tuple[str, int, str], rows: int) -> str:
+    head, width, tail = statement
+    marks = "(" + ",".join("?" * width) + ")"
+    return head + ",".join([marks] * rows) + tail
+
+
+def _chunk_sizes(total: int) -> list[int]:
+    """Full chunks, then the rest in powers of two: at most seven distinct statements for sqlite3 to cache."""
+    sizes = [_CHUNK] * (total // _CHUNK)
+    rest = total % _CHUNK
+    bit = _CHUNK
+    while rest:
+        bit //= 2
+        if rest >= bit:
+            sizes.append(bit)
+            rest -= bit
+    return sizes
+
+
+def _execute_rows(conn: sqlite3.Connection, statement: tuple[str, int, str], rows: Sequence[Sequence[Any]]) -> None:
+    # Multi-row statements, not executemany: sqlite3 releases the GIL around every statement it steps, and
+    # while the event loop is busy each re-acquisition can wait a whole switch interval (5 ms), so one
+    # statement per row made a 2,000-row commit take seconds under load.
+    start = 0
+    for size in _chunk_sizes(len(rows)):
+        conn.execute(_multi_row_sql(statement, size), list(chain.from_iterable(rows[start : start + size])))
+        start += size
 
 
 def _write_batch(conn: sqlite3.Connection, batch: list[SampleRow]) -> None:
-    conn.executemany(_INSERT, batch)
-    conn.executemany(
-        _UPSERT_LAST,
-        [(r.zone_id, r.node_id, r.metric_type, r.channel, r.value, r.ts, r.received_at, r.raw) for r in batch],
-    )
+    _execute_rows(conn, _INSERT_SAMPLES, batch)
+    # Only the newest row per key reaches telemetry_last (later rows win ties, as applying them in order would).
+    newest: dict[tuple[int, int, str], SampleRow] = {}
+    for r in batch:
+        key = (r.zone_id, r.node_id, r.metric_type)
+        seen = newest.get(key)
+        if seen is None or r.ts >= seen.ts:
+            newest[key] = r
+    last = [(r.zone_id, r.node_id, r.metric_type, r.channel, r.value, r.ts, r.received_at, r.raw)
+            for r in newest.values()]
+    _execute_rows(conn, _UPSERT_LAST, last)
 
 
 class TelemetryWriter:
@@ -62,11 +105,15 @@ class TelemetryWriter:
         batch_size: int = 200,
         flush_interval_s: float = 0.5,
         queue_max: int = 20_000,
+        max_batch: int | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
         self._metrics = metrics
         self._batch_size = batch_size
+        # When ingest runs ahead of the disk, one transaction takes everything already waiting (up to this):
+        # a commit costs a thread hand-off and a WAL sync whatever its size, so bigger batches catch up.
+        self._max_batch = max(batch_size, max_batch if max_batch is not None else batch_size * 10)
         self._flush_interval = flush_interval_s
         self._queue: asyncio.Queue[SampleRow] = asyncio.Queue(maxsize=queue_max)
         self._pending: list[SampleRow] = []
@@ -77,6 +124,15 @@ class TelemetryWriter:
     async def put(self, row: SampleRow) -> None:
         """Queue a row; waits when the queue is full (back-pressure reaches the MQTT publisher)."""
         await self._queue.put(row)
+
+    async def put_many(self, rows: list[SampleRow]) -> None:
+        """Queue rows in order; waits only while the queue is full."""
+        queue = self._queue
+        for row in rows:
+            if queue.full():
+                await queue.put(row)
+            else:
+                queue.put_nowait(row)
 
     @property
     def depth(self) -> int:
@@ -101,6 +157,8 @@ class TelemetryWriter:
                     self._pending.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
+            while not self._queue.empty() and len(self._pending) < self._max_batch:
+                self._pending.append(self._queue.get_nowait())
             # Shielded: a cancellation (shutdown) must not leave a commit half-known; flush() waits for it.
             self._inflight = asyncio.ensure_future(self._commit_pending())
             await asyncio.shield(self._inflight)
@@ -119,15 +177,7 @@ class TelemetryWriter:
         self._metrics.ingest_queue_depth.set(self._queue.qsize())
         started = time.perf_counter()
         try:
-            async with self._db.transaction() as conn:
-                await conn.executemany(_INSERT, batch)
-                await conn.executemany(
-                    _UPSERT_LAST,
-                    [
-                        (r.zone_id, r.node_id, r.metric_type, r.channel, r.value, r.ts, r.received_at, r.raw)
-                        for r in batch
-                    ],
-                )
+            await self._db.in_thread_transaction(lambda conn: _write_batch(conn, batch))
         except Exception as exc:
             # Disk full / I/O error: keep the rows and retry; the bounded queue then pushes back.
             if self.last_commit_error is None:

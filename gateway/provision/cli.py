@@ -7,13 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.provision.bundle import build_bundle, write_bundle
 from gateway.provision.errors import ProvisionError
-from gateway.provision.hostvars import HostVars
-from gateway.provision.image import write_bundle_to_image
-from gateway.provision.inventory import host_layers
-from gateway.provision.resources import find_resources
-from gateway.provision.vault import Vault
 
 
 def add_subparser(subparsers: Any) -> None:
@@ -49,6 +43,14 @@ def add_subparser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the bundle and write it where asked; 0 on success, 2 on a provisioning error."""
+    # Imported here: the gateway service parses the same command line and should not carry YAML/vault code.
+    from gateway.provision.bundle import build_bundle, write_bundle
+    from gateway.provision.hostvars import HostVars
+    from gateway.provision.image import write_bundle_to_image
+    from gateway.provision.inventory import host_layers
+    from gateway.provision.resources import find_resources
+    from gateway.provision.vault import Vault
+
     try:
         if args.out is None and args.image is None:
             raise ProvisionError("nothing to do: give --out DIR and/or --image FILE")

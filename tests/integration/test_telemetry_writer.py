@@ -1,0 +1,79 @@
+"""The batched writer on a real SQLite file: catch-up batches, telemetry_last keeps the newest reading."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.clock import SystemClock
+from gateway.metrics import Metrics
+from gateway.store.db import Database
+from gateway.writer import SampleRow, TelemetryWriter
+
+
+def row(value: float, ts: float, node_id: int = 1, metric: str = "ph") -> SampleRow:
+    return SampleRow(1, node_id, metric, None, value, ts, ts, "node", 1, None)
+
+
+async def open_db(tmp_path: Path) -> Database:
+    db = Database(tmp_path / "gateway.db")
+    await db.open()
+    return db
+
+
+async def test_a_writer_that_fell_behind_commits_everything_waiting_in_one_transaction(tmp_path):
+    db = await open_db(tmp_path)
+    metrics = Metrics()
+    writer = TelemetryWriter(db, SystemClock(), metrics, batch_size=100, flush_interval_s=0.05, max_batch=1000)
+    # 2,500 rows queued while the writer was not running (as while a slow commit was on the disk).
+    await writer.put_many([row(6.0 + i / 10_000, 1000.0 + i) for i in range(2500)])
+    task = asyncio.create_task(writer.run())
+    try:
+        for _ in range(200):
+            if writer.committed == 2500:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert writer.committed == 2500
+    batches = metrics.registry.get_sample_value("hydro_ingest_batch_rows_count")
+    assert batches == 3  # 1000 + 1000 + 500, not 25 commits of 100
+    values = [r[0] for r in await db.fetchall("SELECT value FROM telemetry_samples ORDER BY id")]
+    assert values == [6.0 + i / 10_000 for i in range(2500)]  # in arrival order
+    await db.close()
+
+
+async def test_telemetry_last_keeps_the_newest_reading_per_node_and_metric_within_and_across_batches(tmp_path):
+    db = await open_db(tmp_path)
+    writer = TelemetryWriter(db, SystemClock(), Metrics(), batch_size=1000, flush_interval_s=10)
+    # Out of order in one batch (a node replaying its backlog), equal timestamps: the later row wins.
+    await writer.put_many([row(6.1, 200.0), row(6.5, 500.0), row(6.3, 300.0), row(7.0, 100.0, node_id=2),
+                           row(7.1, 100.0, node_id=2), row(1.2, 50.0, metric="ec")])
+    await writer.flush()
+    last = {(r[0], r[1]): (r[2], r[3]) for r in await db.fetchall(
+        "SELECT node_id, metric_type, value, ts FROM telemetry_last")}
+    assert last == {(1, "ph"): (6.5, 500.0), (2, "ph"): (7.1, 100.0), (1, "ec"): (1.2, 50.0)}
+    # A later batch with an older reading leaves the newer one in place.
+    await writer.put_many([row(5.0, 400.0), row(1.3, 60.0, metric="ec")])
+    await writer.flush()
+    last = {(r[0], r[1]): (r[2], r[3]) for r in await db.fetchall(
+        "SELECT node_id, metric_type, value, ts FROM telemetry_last")}
+    assert last == {(1, "ph"): (6.5, 500.0), (2, "ph"): (7.1, 100.0), (1, "ec"): (1.3, 60.0)}
+    assert (await db.fetchone("SELECT COUNT(*) FROM telemetry_samples"))[0] == 8
+    await db.close()
+
+
+async def test_every_batch_size_is_stored_whole_and_in_order(tmp_path):
+    db = await open_db(tmp_path)
+    writer = TelemetryWriter(db, SystemClock(), Metrics(), batch_size=10_000, flush_interval_s=10)
+    expected: list[float] = []
+    for size in (1, 2, 3, 31, 63, 64, 65, 127, 128, 129, 1000):
+        rows = [row(float(len(expected) + i), 1000.0 + len(expected) + i, node_id=1 + i % 3) for i in range(size)]
+        expected += [r.value for r in rows]
+        await writer.put_many(rows)
+        await writer.flush()
+    assert [r[0] for r in await db.fetchall("SELECT value FROM telemetry_samples ORDER BY id")] == expected
+    last = {r[0]: r[1] for r in await db.fetchall("SELECT node_id, value FROM telemetry_last")}
+    assert last == {n: max(v for i, v in enumerate(expected[-1000:]) if 1 + i % 3 == n) for n in (1, 2, 3)}
+    await db.close()
