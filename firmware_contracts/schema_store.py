@@ -12,11 +12,11 @@ import json
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin
 
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+if TYPE_CHECKING:
+    from referencing import Registry
 
 __all__ = [
     "ANNOTATION_KEYWORDS",
@@ -75,6 +75,10 @@ def load_schema(name: str) -> dict[str, Any]:
 @cache
 def registry() -> Registry[Any]:
     """A ``referencing`` registry holding every schema under its ``$id``."""
+    # Imported here: only the reference validator (explaining a failure, tests) needs it, not the hot path.
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
     pairs = [(doc["$id"], Resource.from_contents(doc, DRAFT202012)) for doc in _documents().values()]
     return Registry().with_resources(pairs)
 

@@ -14,19 +14,13 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import StrEnum
 from functools import cache
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import fastjsonschema
 
-# jsonschema ships no type hints; "unused-ignore" keeps mypy quiet too once types-jsonschema is installed.
-from jsonschema import (  # type: ignore[import-untyped, unused-ignore]
-    Draft202012Validator,
-    FormatChecker,
-    ValidationError,
-    validators,
-)
-from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
+if TYPE_CHECKING:
+    from jsonschema import FormatChecker, ValidationError  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 from firmware_contracts.schema_store import inline_refs, load_schema, registry
 from firmware_contracts.timestamps import is_rfc3339
@@ -135,18 +129,26 @@ def _compiled_pattern(pattern: str) -> re.Pattern[str]:
 def _ecma_pattern(
     validator: Validator, pattern: str, instance: object, schema: Mapping[str, Any]
 ) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
     if isinstance(instance, str) and _compiled_pattern(pattern).search(instance) is None:
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_ContractValidator = validators.extend(  # type: ignore[no-untyped-call, unused-ignore]
-    Draft202012Validator, {"pattern": _ecma_pattern}
-)
+@cache
+def _contract_validator_class() -> Any:
+    # jsonschema (with attrs, referencing, rpds) is imported on first use: a gateway whose nodes send valid
+    # payloads never needs it, and it is several MB of a Pi's memory.
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})  # type: ignore[no-untyped-call, unused-ignore]
 
 
 def _format_checker() -> FormatChecker:
     # Only the formats the contracts use, implemented here: jsonschema's own date-time check silently
     # passes everything unless an optional package is installed.
+    from jsonschema import FormatChecker
+
     checker = FormatChecker(formats=())
     checker.checks("date-time")(is_rfc3339)
     return checker
@@ -156,8 +158,9 @@ def _format_checker() -> FormatChecker:
 def _validator(kind: MessageKind) -> Validator:
     """The reference validator (jsonschema, draft 2020-12): checks the schema and explains failures."""
     schema = load_schema(kind.value)
-    _ContractValidator.check_schema(schema)
-    return cast(Validator, _ContractValidator(schema, registry=registry(), format_checker=_format_checker()))
+    validator_class = _contract_validator_class()
+    validator_class.check_schema(schema)
+    return cast("Validator", validator_class(schema, registry=registry(), format_checker=_format_checker()))
 
 
 _FastValidator = Callable[[object], object]
@@ -175,7 +178,7 @@ def _fast_validator(kind: MessageKind) -> _FastValidator:
 
 def preload() -> None:
     """Compile every validator now (call at start-up so a broken schema fails before the first message)."""
-    _ContractValidator.check_schema(load_schema("common"))
+    _contract_validator_class().check_schema(load_schema("common"))
     for kind in MessageKind:
         _validator(kind)
         _fast_validator(kind)
@@ -247,6 +250,8 @@ def _check(message_kind: MessageKind, payload: object, scan_numbers: bool) -> Va
     except RecursionError:
         return ValidationFailure(FailureCode.SCHEMA, f"{message_kind}: nested too deeply")
     # Rare path: let the reference validator explain. Should it disagree, the payload is still refused.
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
     try:
         error = best_match(_validator(message_kind).iter_errors(cast(Any, payload)))
     except RecursionError:

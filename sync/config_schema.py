@@ -6,10 +6,11 @@ import json
 from collections import Counter
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# jsonschema ships no type hints; "unused-ignore" keeps mypy quiet once types-jsonschema is installed.
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+if TYPE_CHECKING:
+    # jsonschema ships no type hints; "unused-ignore" keeps mypy quiet once types-jsonschema is installed.
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 
 
 @cache
@@ -22,6 +23,9 @@ def config_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    # Imported on first use: a config arrives rarely, and jsonschema is several MB of a Pi's memory.
+    from jsonschema import Draft202012Validator
+
     Draft202012Validator.check_schema(config_schema())
     return Draft202012Validator(config_schema())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
@@ -227,7 +228,7 @@ async def test_kick_runs_a_pass_without_waiting_for_the_interval(gw_db: Database
     async with running(retention):
         await eventually(lambda: retention.last_report is not None)
         first = retention.last_report
-        add_samples(gw_db.path, 10, start_ts=clock.time() - 40 * DAY)
+        await asyncio.to_thread(add_samples, gw_db.path, 10, start_ts=clock.time() - 40 * DAY)
         await set_cursor(gw_db, "telemetry", 10)
         retention.kick()
         await eventually(lambda: retention.last_report is not first)

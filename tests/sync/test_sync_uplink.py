@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Callable
@@ -205,7 +206,8 @@ async def test_notify_wakes_an_idle_stream_at_once(
     alerts = uplink.stream_status("alerts")
     async with running(uplink):
         await eventually(lambda: alerts.state == "idle")
-        add_outbox(gw_db.path, 1)
+        # From a thread: another stream may be inside a write transaction that needs this loop to commit.
+        await asyncio.to_thread(add_outbox, gw_db.path, 1)
         await settle(0.05)
         assert alerts.cursor == 0  # still asleep: no clock movement, no notify
         uplink.notify("alerts")
