@@ -210,6 +210,7 @@ class Gateway:
             recipes=self.settings.recipes,
             timezone=self.settings.gateway.timezone,
             config=automation_config_from_dict(self.settings.automation),
+            metrics=self.metrics,
         )
         # The scheduler drives the water-cycle/recirculation ticks like every other periodic job.
         self.automation.register_periodic("water_cycle", self.water.tick, self.water.tick_s, run_at_start=True)

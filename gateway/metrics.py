@@ -28,7 +28,10 @@ class Metrics:
             registry=r,
         )
         self.ingest_batch_rows = Histogram(
-            "hydro_ingest_batch_rows", "Rows per committed batch", buckets=(1, 10, 50, 100, 200, 500, 1000), registry=r
+            "hydro_ingest_batch_rows",
+            "Rows per committed batch",
+            buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000),
+            registry=r,
         )
         self.broker_clients = Gauge("hydro_broker_clients", "Connected MQTT clients", registry=r)
         self.broker_refusals = Counter(
@@ -59,4 +62,34 @@ class Metrics:
         )
         self.sync_sent_rows = Counter(
             "hydro_sync_sent_rows_total", "Rows acknowledged upstream", ["stream"], registry=r
+        )
+        self.dosing_doses = Counter(
+            "hydro_dosing_doses_total", "Doses commanded by automation", ["zone", "reagent"], registry=r
+        )
+        self.dosing_volume_ml = Counter(
+            "hydro_dosing_volume_millilitres_total", "Reagent volume commanded by automation", ["zone", "reagent"],
+            registry=r,
+        )
+        self.dosing_refused = Counter(
+            "hydro_dosing_refused_total", "Doses the interlocks refused", ["zone", "parameter"], registry=r
+        )
+        self.dosing_capped = Counter(
+            "hydro_dosing_capped_total", "Doses cut or withheld by the hourly/daily caps", ["zone", "parameter"],
+            registry=r,
+        )
+        self.schedule_runs = Counter(
+            "hydro_schedule_runs_total", "Scheduled zone jobs run (catch-up runs included)", ["job"], registry=r
+        )
+        self.schedule_skipped = Counter(
+            "hydro_schedule_skipped_runs_total", "Scheduled runs missed beyond their grace time and skipped", ["job"],
+            registry=r,
+        )
+        self.aggregation_samples = Counter(
+            "hydro_aggregation_samples_total", "Samples folded into the 1 m/1 h/daily aggregates", registry=r
+        )
+        self.aggregation_late = Counter(
+            "hydro_aggregation_late_samples_total", "Samples that arrived after the lateness window", registry=r
+        )
+        self.aggregation_last_run = Gauge(
+            "hydro_aggregation_last_run_timestamp_seconds", "Wall time of the last completed aggregation", registry=r
         )

@@ -36,6 +36,7 @@ from gateway.automation.zones import ZoneIds, ZonePlan, ZoneState
 from gateway.clock import Clock
 from gateway.commands import CommandRefused
 from gateway.metric_types import Metric
+from gateway.metrics import Metrics
 from gateway.readings import LatestReadings
 from gateway.store.db import Database
 
@@ -87,8 +88,9 @@ class DosingService:
 
     def __init__(self, db: Database, alerts: Alerts, commands: CommandSubmitter, zone_state: ZoneState,
                  readings: ReadingSource, clock: Clock, zones: Sequence[ZonePlan], tz: tzinfo,
-                 config: DosingConfig | None = None) -> None:
+                 config: DosingConfig | None = None, metrics: Metrics | None = None) -> None:
         self._db = db
+        self._metrics = metrics
         self._alerts = alerts
         self._commands = commands
         self._zone_state = zone_state
@@ -171,6 +173,8 @@ class DosingService:
             elif isinstance(action, ResolveAlert):
                 await self._alerts.resolve(action.code, zone_id=zone_id)
             elif isinstance(action, Capped):
+                if self._metrics is not None:
+                    self._metrics.dosing_capped.labels(zone=zone.uid, parameter=param.value).inc()
                 log.info("dosing %s/%s capped: %s wanted %.2f mL", zone.uid, param.value, action.reagent,
                          action.wanted_ml)
         if state != old:
@@ -196,7 +200,12 @@ class DosingService:
                                                   source="automation")
             except CommandRefused as exc:
                 log.warning("dose %s %.2f mL on %s refused: %s", reagent, ml, zone.uid, exc.reason)
+                if self._metrics is not None:
+                    self._metrics.dosing_refused.labels(zone=zone.uid, parameter=param.value).inc()
                 break
+            if self._metrics is not None:
+                self._metrics.dosing_doses.labels(zone=zone.uid, reagent=reagent).inc()
+                self._metrics.dosing_volume_ml.labels(zone=zone.uid, reagent=reagent).inc(ml)
             sent.append({"reagent": reagent, "ml": ml, "cmd_id": rec["cmd_id"]})
             async with self._db.transaction() as conn:
                 await conn.execute(

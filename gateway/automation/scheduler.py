@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
+from gateway.metrics import Metrics
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,11 @@ class Scheduler:
         driver: Driver | None = None,
         max_sleep_s: float = 30.0,
         late_after_s: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
+        self._metrics = metrics
         # AsyncIOScheduler runs on the real clock; any other clock (tests) drives the planner directly.
         self.driver: Driver = driver or ("apscheduler" if isinstance(clock, SystemClock) else "clock")
         self._max_sleep = max_sleep_s
@@ -156,6 +159,8 @@ class Scheduler:
                 log.warning(
                     "job %s: %d run(s) missed beyond %.0f s grace skipped", job_id, len(plan.skipped), job.grace_s
                 )
+                if self._metrics is not None:
+                    self._metrics.schedule_skipped.labels(job=job_id).inc(len(plan.skipped))
                 if job.on_skip is not None:
                     await job.on_skip(plan.skipped, now)
             run_at = plan.run or (now if reconcile else None)
@@ -164,6 +169,8 @@ class Scheduler:
             self._reconciled.add(job_id)
             late = (now - run_at).total_seconds() > self._late_after
             self.runs += 1
+            if self._metrics is not None:
+                self._metrics.schedule_runs.labels(job=job_id).inc()
             await job.action(Fire(job_id, run_at, now, catch_up=late or reconcile, coalesced=plan.coalesced))
             return True
 

@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alerts import Alerts
-from gateway.automation.aggregate import Aggregator
+from gateway.automation.aggregate import Aggregator, RunReport
 from gateway.automation.config import AutomationConfig
 from gateway.automation.dosing_service import DosingService, ReadingSource, TelemetryLastSource
 from gateway.automation.scheduler import Driver, Scheduler
@@ -20,6 +20,7 @@ from gateway.automation.usage_rollup import UsageRollup
 from gateway.automation.zone_jobs import CommandSubmitter, ZoneJobs
 from gateway.automation.zones import ZoneIds, ZonePlan, ZoneState, zone_plans
 from gateway.clock import Clock
+from gateway.metrics import Metrics
 from gateway.settings import ZoneConfig
 from gateway.store.db import Database
 
@@ -32,21 +33,23 @@ class AutomationService:
     def __init__(self, db: Database, alerts: Alerts, commands: CommandSubmitter, zone_state: ZoneState,
                  clock: Clock, *, zones: Sequence[ZoneConfig], recipes: Mapping[str, Any], timezone: str = "UTC",
                  config: AutomationConfig | None = None, readings: ReadingSource | None = None,
-                 driver: Driver | None = None) -> None:
+                 driver: Driver | None = None, metrics: Metrics | None = None) -> None:
         self.config = cfg = config or AutomationConfig()
+        self._metrics = metrics
         self.tz = ZoneInfo(timezone)
         self.plans: list[ZonePlan] = zone_plans(zones, recipes)  # raises RecipeError naming the key
         self._zone_ids = ZoneIds(db)
-        self.scheduler = Scheduler(db, clock, driver=driver, max_sleep_s=cfg.scheduler_max_sleep_s)
+        self.scheduler = Scheduler(db, clock, driver=driver, max_sleep_s=cfg.scheduler_max_sleep_s, metrics=metrics)
         self.zone_jobs = ZoneJobs(commands, alerts, self._zone_ids, self.tz, cfg.irrigation_grace_s)
         self.dosing = DosingService(db, alerts, commands, zone_state, readings or TelemetryLastSource(db), clock,
-                                    self.plans, self.tz, cfg.dosing)
+                                    self.plans, self.tz, cfg.dosing, metrics)
         self.aggregator = Aggregator(db, clock, self.tz, lateness_s=cfg.aggregate_lateness_s,
                                      chunk_rows=cfg.aggregate_chunk_rows)
         self.usage = UsageRollup(db, clock, self.tz)
         self._install_jobs()
         self.register_periodic("dosing", self.dosing.tick, cfg.dosing_interval_s)
-        self.register_periodic("aggregate", self.aggregator.run_once, cfg.aggregate_interval_s, run_at_start=True)
+        self._clock = clock
+        self.register_periodic("aggregate", self.aggregate, cfg.aggregate_interval_s, run_at_start=True)
         self.register_periodic("water_usage_rollup", self.rollup_usage, cfg.usage_rollup_interval_s,
                                run_at_start=True)
         self.register_periodic("aggregate_retention", self.prune_aggregates, cfg.retention_interval_s)
@@ -69,6 +72,15 @@ class AutomationService:
         for plan in self.plans:
             for job in self.zone_jobs.jobs_for(plan):
                 self.scheduler.add(job)
+
+    async def aggregate(self) -> RunReport:
+        """Fold new samples into the aggregates and report it on /metrics."""
+        report = await self.aggregator.run_once()
+        if self._metrics is not None:
+            self._metrics.aggregation_samples.inc(report.samples)
+            self._metrics.aggregation_late.inc(report.late_dropped)
+            self._metrics.aggregation_last_run.set(self._clock.time())
+        return report
 
     async def rollup_usage(self) -> int:
         """Refresh which channels irrigate, then roll water usage up."""

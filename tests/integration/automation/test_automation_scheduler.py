@@ -15,6 +15,7 @@ from gateway.automation.schedules import LocalTimesTrigger
 from gateway.automation.zone_jobs import ZoneJobs
 from gateway.automation.zones import ZoneIds, zone_plans
 from gateway.clock import ManualClock, SystemClock
+from gateway.metrics import Metrics
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from tests.integration.automation.stack import Recorder, Stack, advance_settled, open_stack, parked, settle
 
@@ -43,8 +44,9 @@ async def _stack(tmp_path: Path, start: float) -> Stack:
     return await open_stack(tmp_path / "gw.db", [_zone()], NODES, clock=ManualClock(start_wall=start))
 
 
-def _scheduler(stack: Stack, recipe: dict[str, Any], grace_s: float = 1800.0) -> Scheduler:
-    sched = Scheduler(stack.db, stack.clock, driver="clock", max_sleep_s=3600)
+def _scheduler(stack: Stack, recipe: dict[str, Any], grace_s: float = 1800.0,
+               metrics: Metrics | None = None) -> Scheduler:
+    sched = Scheduler(stack.db, stack.clock, driver="clock", max_sleep_s=3600, metrics=metrics)
     jobs = ZoneJobs(stack.commands, stack.alerts, ZoneIds(stack.db), BERLIN, grace_s)
     for job in jobs.jobs_for(zone_plans([_zone()], {"r": recipe})[0]):
         sched.add(job)
@@ -113,9 +115,12 @@ async def test_after_downtime_lights_are_applied_and_old_irrigation_is_skipped(t
     assert [b["params"] for _, b in rec.commands()] == [{"on": False}]
     await clock.advance(4 * 3600 + 50 * 60)  # gateway down until 12:10: missed 07:30 on, 08:00, 12:00, 12:05
     rec.messages.clear()
-    sched = _scheduler(stack, recipe)  # a new process: last runs come from kv_state
+    metrics = Metrics()
+    sched = _scheduler(stack, recipe, metrics=metrics)  # a new process: last runs come from kv_state
     async with _running(sched, clock):
         await advance_settled(clock, 60, 60, parked(sched, clock))
+    assert metrics.registry.get_sample_value("hydro_schedule_skipped_runs_total", {"job": "irrigation:zone-a"}) == 1
+    assert metrics.registry.get_sample_value("hydro_schedule_runs_total", {"job": "irrigation:zone-a"}) == 1
     assert [(b["cmd"], b["params"]) for _, b in rec.commands()] == [
         ("run_pump", {"duration_s": 60.0}), ("set_relay", {"on": True})]
     irrigation = (await stack.events("IRRIGATION"))[-1]["details"]

@@ -14,6 +14,7 @@ from gateway.automation.config import automation_config_from_dict
 from gateway.automation.recipes import RecipeError
 from gateway.automation.service import AutomationService
 from gateway.clock import ManualClock
+from gateway.metrics import Metrics
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from tests.integration.automation.stack import FakeZoneState, Recorder, advance_settled, open_stack, parked, settle
 
@@ -37,8 +38,9 @@ async def test_the_service_runs_everything_on_one_clock(tmp_path: Path) -> None:
     stack = await open_stack(tmp_path / "gw.db", ZONES, NODES, clock=clock)
     rec: Recorder = stack.publish
     cfg = automation_config_from_dict({"aggregate_interval_s": 300, "usage_rollup_interval_s": 600})
+    metrics = Metrics()
     service = AutomationService(stack.db, stack.alerts, stack.commands, FakeZoneState(), clock, zones=ZONES,
-                                recipes=RECIPES, timezone=TZ, config=cfg)
+                                recipes=RECIPES, timezone=TZ, config=cfg, metrics=metrics)
     assert service.scheduler.job_ids() == ["irrigation:zone-a", "lights:zone-a"]
     recirc_ticks: list[float] = []
 
@@ -81,6 +83,14 @@ async def test_the_service_runs_everything_on_one_clock(tmp_path: Path) -> None:
     assert agg is not None and agg["count"] == 1
     assert usage is not None and tuple(usage) == (2.5, 1)
     assert len(recirc_ticks) == 4 * 60  # every 5 s, so once per 60 s step of the manual clock
+    # What the operator's Prometheus sees of it.
+    sample = metrics.registry.get_sample_value
+    assert sample("hydro_dosing_doses_total", {"zone": "zone-a", "reagent": "ph_down"}) == 1
+    assert sample("hydro_dosing_volume_millilitres_total", {"zone": "zone-a", "reagent": "ph_down"}) == 5.0
+    assert sample("hydro_schedule_runs_total", {"job": "lights:zone-a"}) == 2  # reconcile at 05:00, on at 06:00
+    assert sample("hydro_schedule_runs_total", {"job": "irrigation:zone-a"}) == 1
+    assert sample("hydro_aggregation_samples_total") == 1
+    assert sample("hydro_aggregation_last_run_timestamp_seconds") == pytest.approx(clock.time(), abs=300)
     await stack.close()
 
 
