@@ -76,7 +76,7 @@ class BrokerSection(_Section):
     keepalive_grace: float = Field(default=1.5, ge=1.0, le=5.0)
     max_payload_bytes: int = Field(default=65536, ge=256)
     client_queue_max: int = Field(default=1000, ge=10)
-    broadcast_queue_max: int = Field(default=20000, ge=100)
+    broadcast_queue_max: int = Field(default=5000, ge=100)
     rate_limit_msgs_per_s: float = Field(default=500.0, gt=0)
     rate_limit_burst: int = Field(default=1000, ge=1)
     inflight_retry_s: float = Field(default=20.0, gt=0)
@@ -99,8 +99,8 @@ class IngestSection(_Section):
 
     batch_size: int = Field(default=200, ge=1, le=100_000)
     flush_interval_ms: int = Field(default=500, ge=1)
-    queue_max: int = Field(default=20_000, ge=100)
-    router_queue_max: int = Field(default=10_000, ge=100)
+    queue_max: int = Field(default=10_000, ge=100)
+    router_queue_max: int = Field(default=2_000, ge=100)
     max_future_skew_s: float = Field(default=300.0, ge=0)
 
 

@@ -20,7 +20,7 @@ class BrokerLimits:
     # Per client: messages waiting to be sent to it (its in-flight window is on top of this).
     client_queue_max: int = 1000
     # Accepted inbound messages waiting for the router (shared by all clients).
-    broadcast_queue_max: int = 20000
+    broadcast_queue_max: int = 5000
     # Per client (service accounts exempt): QoS 0 beyond the rate is dropped, QoS 1 is slowed down.
     rate_limit_msgs_per_s: float = 500.0
     rate_limit_burst: int = 1000
