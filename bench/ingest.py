@@ -393,6 +393,7 @@ class SystemResult:
     steps: list[StepResult] = field(default_factory=list)
     idle_rss_mb: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    ramp_peak_rss_mb: dict[str, float] = field(default_factory=dict)  # before the py-spy profiling pass
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -597,6 +598,8 @@ def run_all(systems: list[System], plan: Plan, workdir: Path) -> list[SystemResu
                     if not step.sustained and not plan.full_ramp:
                         active.remove(r)
         for r in running:
+            r.monitor.sample_rss()
+            r.result.ramp_peak_rss_mb = {k: v / 1024 for k, v in r.monitor.peak_rss_kib.items()}
             if plan.profile and isinstance(r.system, GatewaySystem):
                 for mode, batch, ramp in plan.modes():
                     index += 1
@@ -758,11 +761,16 @@ def render(results: list[SystemResult], plan: Plan, meta: dict[str, Any]) -> str
     dups = [sum(s.duplicates for s in r.steps) if r else 0 for r in (gw, base)]
     w(f"{'lost samples, all steps (duplicates)':40} {f'{lost[0]} ({dups[0]})':>14} {f'{lost[1]} ({dups[1]})':>14}"
       f"{'':>8}0 " + ("PASS" if gw and lost[0] == 0 else "MISS" if gw else ""))
-    g_rss = gw.peak_rss_mb.get("gateway", math.nan) if gw else math.nan
-    b_rss = sum(base.peak_rss_mb.values()) if base else math.nan
-    w(f"{'peak RSS MB (baseline: broker+subscriber)':40} {_fmt(g_rss, '.1f'):>14} {_fmt(b_rss, '.1f'):>14} "
+    # The target is judged on every ramp step, sustained or not; the profiling pass that follows slows the
+    # gateway under py-spy until its bounded buffers fill, so its peak is shown apart.
+    g_rss = gw.ramp_peak_rss_mb.get("gateway", math.nan) if gw else math.nan
+    b_rss = sum(base.ramp_peak_rss_mb.values()) if base else math.nan
+    w(f"{'peak RSS MB, all steps (base: both)':40} {_fmt(g_rss, '.1f'):>14} {_fmt(b_rss, '.1f'):>14} "
       f"{_ratio(g_rss, b_rss):>6}  <= {TARGET_RSS_MB:.0f} " + ("" if not gw else "PASS" if g_rss <= TARGET_RSS_MB
                                                                 else "MISS"))
+    if gw and gw.profiles:
+        g_all = gw.peak_rss_mb.get("gateway", math.nan)
+        w(f"{'  peak RSS MB incl. profiling under py-spy':40} {_fmt(g_all, '.1f'):>14}")
     g_ok = max((s.peak_rss_mb for s in gw.steps if s.sustained), default=math.nan) if gw else math.nan
     b_ok = max((s.peak_rss_mb for s in base.steps if s.sustained), default=math.nan) if base else math.nan
     w(f"{'  peak RSS MB in sustained steps only':40} {_fmt(g_ok, '.1f'):>14} {_fmt(b_ok, '.1f'):>14}")

@@ -1,6 +1,7 @@
 """Bounded disk: prune synced rows past retention, keep the database under a byte budget.
 
-Order of sacrifice when over budget: synced telemetry (any age), synced outbox rows, and only then
+Age-based pruning keeps samples the local aggregator has not folded in yet. Order of sacrifice when over
+budget: synced telemetry (any age), synced outbox rows, and only then
 the oldest *unsynced* telemetry, each dropped range recorded in ``sync_gaps`` and as a
 ``TELEMETRY_GAP`` zone event (local ``zone_events`` row + ``zone_events`` outbox row, sent upstream).
 Deletes are chunked (one short transaction each) so ingest keeps going.
@@ -171,9 +172,12 @@ class Retention:
     async def _prune_old(self, report: RetentionReport) -> None:
         cutoff = self.clock.time() - self.settings.retention_days * DAY_S
         cursors = await cursor_positions(self.db)
+        # Old samples also wait for the local aggregator (when there is one), so the status page's charts keep
+        # the minutes and hours of rows that are gone. Under disk pressure (below) the upstream copy is enough.
         report.pruned_samples = await self._chunked(
             "DELETE FROM telemetry_samples WHERE id IN (SELECT id FROM telemetry_samples"
-            " WHERE ts < ? AND id <= ? AND id < (SELECT MAX(id) FROM telemetry_samples) LIMIT ?)",
+            " WHERE ts < ? AND id <= ? AND id <= COALESCE((SELECT last_id FROM aggregator_state"
+            " WHERE name = 'telemetry'), id) AND id < (SELECT MAX(id) FROM telemetry_samples) LIMIT ?)",
             (cutoff, cursors.get(TELEMETRY, 0)),
         )
         for stream in OUTBOX_STREAMS:

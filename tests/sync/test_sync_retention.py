@@ -99,6 +99,21 @@ async def test_old_unsynced_rows_stay_and_the_newest_row_is_never_deleted(
     assert len(await ids(gw_db, "SELECT id FROM telemetry_samples")) == 12  # old but unsynced: kept
 
 
+async def test_old_synced_samples_wait_for_the_local_aggregator(gw_db: Database, clock: ManualClock) -> None:
+    now = clock.time()
+    add_samples(gw_db.path, 100, start_ts=now - 40 * DAY, step_s=1)
+    add_samples(gw_db.path, 1, start_ts=now)
+    await set_cursor(gw_db, "telemetry", 101)  # all synced
+    await gw_db.execute("INSERT INTO aggregator_state(name, last_id, updated_at) VALUES ('telemetry', 60, ?)",
+                        (now,))
+    retention = Retention(gw_db, RetentionSettings(retention_days=30), clock=clock)
+    assert (await retention.run_once()).pruned_samples == 60  # 61..100 are not in the aggregates yet
+    assert await ids(gw_db, "SELECT MIN(id) FROM telemetry_samples") == [61]
+    await gw_db.execute("UPDATE aggregator_state SET last_id = 101 WHERE name = 'telemetry'")
+    assert (await retention.run_once()).pruned_samples == 40
+    assert await ids(gw_db, "SELECT id FROM telemetry_samples") == [101]
+
+
 async def test_budget_hooks_fire_at_80_and_95_percent_and_on_recovery(gw_db: Database, clock: ManualClock) -> None:
     now = clock.time()
     add_samples(gw_db.path, 20_000, start_ts=now - 60 * DAY, step_s=1)
