@@ -113,11 +113,19 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
             self._send_inflight(message, dup=True)
         self.pump()
 
+    @property
+    def closing(self) -> bool:
+        """True once this connection has begun to close."""
+        return self._closing
+
     async def stop(self) -> None:
-        """Stop reading and writing; in-flight messages stay in the session for the next connection."""
+        """Stop reading and writing; QoS 1 messages (in flight or queued) stay for the session's next connection."""
         if self._closing:
             return
         self._closing = True
+        if self.session is not None and self.side is not None:
+            # [MQTT-3.1.2-5] only QoS 1/2 messages are kept for an absent persistent session.
+            self.side.outbox(self.session).drop_qos0()
         current = asyncio.current_task()
         for task in list(self._helpers):
             if task is not current:

@@ -40,5 +40,12 @@ class Outbox:
         self.backlog.append(message)
         return dropped
 
+    def drop_qos0(self) -> int:
+        """Forget the QoS 0 messages still waiting (the client went away); returns how many."""
+        kept = deque(m for m in self.backlog if m.qos)
+        dropped = len(self.backlog) - len(kept)
+        self.backlog = kept
+        return dropped
+
     def __len__(self) -> int:
         return len(self.backlog)

@@ -440,16 +440,17 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         return routes
 
     def _deliver(self, session: Session, message: Outgoing) -> None:
-        connected = session.transitions.state == "connected"
+        entry = self._sessions.get(session.client_id)
+        handler = entry[1] if entry is not None and entry[0] is session else None
+        # A connection being closed counts as gone already: its outbox has just dropped its QoS 0 messages.
+        connected = session.transitions.state == "connected" and not (handler is not None and handler.closing)
         if not connected and (message.qos == 0 or session.clean_session):
             return  # QoS 0 is not kept for an absent client, and a clean session will not be resumed
         dropped = self.outbox(session).push(message)
         if dropped is not None:
             self.note(f"dropped_outbound_qos{dropped.qos}", str(session.username or session.client_id), dropped.topic)
-        if connected:
-            entry = self._sessions.get(session.client_id)
-            if entry is not None and entry[0] is session:
-                entry[1].pump()
+        if connected and handler is not None:
+            handler.pump()
 
     def outbox(self, session: Session) -> Outbox:
         """The session's queue of messages still to be sent (kept across reconnects of a persistent session)."""

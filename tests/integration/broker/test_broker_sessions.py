@@ -180,3 +180,23 @@ async def test_qos2_publish_is_passed_on_once_even_when_resent(broker_factory):
     assert [m.payload for m in sink.messages] == [b'{"n": 1}', b'{"n": 2}']
     raw.close()
     await node.disconnect()
+
+
+async def test_qos0_messages_still_queued_when_a_persistent_client_goes_are_dropped_and_qos1_kept(broker_factory):
+    broker, _ = await broker_factory(inflight_window=2, inflight_retry_s=60)
+    node = PahoClient("nd-ph-1", broker.port, clean_session=False, manual_ack=True)
+    await node.connect()
+    await node.subscribe(COMMANDS)
+    for n in (1, 2, 3):  # the third waits behind the full in-flight window of 2
+        await broker.publish(COMMAND, cmd(n), qos=1)
+    await broker.publish(COMMAND, b"status ping", qos=0)  # queued behind it while the node is online
+    assert [(await node.get()).payload for _ in range(2)] == [cmd(1), cmd(2)]
+    await node.kill()
+    await eventually(lambda: not broker.clients())
+
+    back = PahoClient("nd-ph-1", broker.port, clean_session=False)
+    assert await back.connect() == ("Success", True)
+    got = [await back.get() for _ in range(3)]
+    assert [(m.payload, m.dup) for m in got] == [(cmd(1), True), (cmd(2), True), (cmd(3), False)]
+    assert await back.nothing(within=0.3)  # the QoS 0 message went with the connection it was meant for
+    await back.disconnect()
