@@ -98,7 +98,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, simulate: bool = False) -> int:
+    from gateway.malloc_tuning import limit_malloc_arenas
+
     _setup_logging(settings.gateway.log_level)
+    limit_malloc_arenas()  # before the event loop starts any thread
     try:
         asyncio.run(_main(settings, simulate))
     except KeyboardInterrupt:
