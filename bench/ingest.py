@@ -165,7 +165,9 @@ class GatewaySystem:
     name = "gateway"
     label = "hydro-gateway"
 
-    def __init__(self, workdir: Path, nodes: int) -> None:
+    def __init__(self, workdir: Path, nodes: int, *, gateway_id: str = "gw-bench", extra_config: str = "") -> None:
+        self.gateway_id = gateway_id
+        self.extra_config = extra_config  # appended TOML sections, e.g. [upstream]
         self.dir = workdir / "gateway"
         self.dir.mkdir(parents=True)
         self.db_path = self.dir / "data" / "gateway.db"
@@ -178,7 +180,7 @@ class GatewaySystem:
     def config(self) -> str:
         """The generated TOML: demo mode (anonymous MQTT), default ingest batching, the bench nodes."""
         lines = [
-            "[gateway]", 'id = "gw-bench"', f'greenhouse_uid = "{GH_UID}"', 'mode = "demo"',
+            "[gateway]", f'id = "{self.gateway_id}"', f'greenhouse_uid = "{GH_UID}"', 'mode = "demo"',
             f'data_dir = "{self.dir / "data"}"', 'log_level = "INFO"', "",
             "[broker]", 'host = "127.0.0.1"', f"port = {self.mqtt_port}", "allow_anonymous = true", "",
             "[web]", 'host = "127.0.0.1"', f"port = {self.web_port}", 'admin_token = "bench"', "",
@@ -188,7 +190,7 @@ class GatewaySystem:
         for n in bench_nodes(self.nodes):
             lines += ["[[nodes]]", f'hardware_id = "{n.hardware_id}"', f'uid = "{n.uid}"', f'zone = "{n.zone}"',
                       'node_type = "ph"', ""]
-        return "\n".join(lines)
+        return "\n".join(lines) + self.extra_config
 
     def start(self) -> None:
         """Start the gateway and wait until its web port (opened after the broker) answers."""

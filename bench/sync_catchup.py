@@ -106,12 +106,8 @@ def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None) ->
     subprocess.run([sys.executable, "-m", "sync.tools.seed_db", "--db", str(db), "--samples", str(args.samples)],
                    cwd=ROOT, check=True)
     seed_s = time.monotonic() - t0
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "sync.receiver", "--dsn", dsn, "--port", "0", "--token", TOKEN],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    receiver, url = start_receiver(dsn)
     try:
-        assert receiver.stdout is not None
-        url = "http://" + receiver.stdout.readline().split()[-1]
         rx_cpu0, pg_cpu0 = cpu_s(receiver.pid), postgres_cpu_s(pg_data)
         started = time.monotonic()
         pump = subprocess.Popen(
@@ -175,7 +171,8 @@ def start_receiver(dsn: str) -> tuple[subprocess.Popen[str], str]:
 
 def run_with_ingest(args: argparse.Namespace, dsn: str, work: Path) -> dict[str, Any]:
     """Phase 2: the whole gateway drains a 3-day backlog while the bench nodes keep publishing."""
-    system = GatewaySystem(work, args.nodes)
+    # Its own gateway id: the receiver already holds phase 1's rows under GATEWAY.
+    system = GatewaySystem(work, args.nodes, gateway_id=GATEWAY_2)
     db_path = system.db_path
     db_path.parent.mkdir(parents=True)
     now = time.time()
@@ -187,15 +184,8 @@ def run_with_ingest(args: argparse.Namespace, dsn: str, work: Path) -> dict[str,
         conn.execute("INSERT INTO aggregator_state(name, last_id, updated_at) VALUES ('telemetry', ?, ?)",
                      (args.samples, now))
     receiver, url = start_receiver(dsn)
-    base_config = system.config
-
-    def config() -> str:
-        # Its own gateway id: the receiver already holds phase 1's rows under GATEWAY.
-        upstream = ["", "[upstream]", f'url = "{url}"', f'token = "{TOKEN}"', "interval_s = 1.0",
-                    f"telemetry_batch = {args.rows}", ""]
-        return base_config().replace('id = "gw-bench"', f'id = "{GATEWAY_2}"') + "\n".join(upstream)
-
-    system.config = config  # type: ignore[method-assign]
+    system.extra_config = "\n".join(["", "[upstream]", f'url = "{url}"', f'token = "{TOKEN}"', "interval_s = 1.0",
+                                     f"telemetry_batch = {args.rows}", ""])
     gens: Generators | None = None
     try:
         launched = time.monotonic()
@@ -207,8 +197,12 @@ def run_with_ingest(args: argparse.Namespace, dsn: str, work: Path) -> dict[str,
         seeded_top = args.samples
         rate = args.ingest_rate
         done: list[dict[str, Any]] = []
-        load = threading.Thread(target=lambda: done.extend(gens.step(time.time() + 0.5, rate, args.ingest_seconds,
-                                                                      1, 0)) if gens else None)
+        publishing = gens
+
+        def publish() -> None:
+            done.extend(publishing.step(time.time() + 0.5, rate, args.ingest_seconds, 1, 0))
+
+        load = threading.Thread(target=publish)
         load.start()
         load_t0 = time.monotonic() + 0.5
         rss: list[tuple[float, float]] = []

@@ -2,8 +2,8 @@
 
 glibc gives every thread that allocates concurrently an arena of its own (up to 8 per core); each keeps the
 memory its thread freed. The gateway allocates almost only on the event-loop thread, with short bursts on
-aiosqlite's worker and the executor threads, so two arenas suffice (the ingest benchmark measured ~2 MB
-less peak RSS with one). Same effect as ``MALLOC_ARENA_MAX=2``, set before any thread starts.
+aiosqlite's worker and the executor threads, so two arenas suffice (the ingest benchmark measured 1–2 MB
+less peak RSS with the cap). Same effect as ``MALLOC_ARENA_MAX=2``, set before any thread starts.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _chunk_sizes(total: int) -> list[int]:
 def _execute_rows(conn: sqlite3.Connection, statement: tuple[str, int, str], rows: Sequence[Sequence[Any]]) -> None:
     # Multi-row statements, not executemany: sqlite3 releases the GIL around every statement it steps, and
     # while the event loop is busy each re-acquisition can wait a whole switch interval (5 ms), so one
-    # statement per row made a 2,000-row commit take seconds under load.
+    # statement per row made a 200-row commit take 15-60 ms under load.
     start = 0
     for size in _chunk_sizes(len(rows)):
         conn.execute(_multi_row_sql(statement, size), list(chain.from_iterable(rows[start : start + size])))
@@ -121,12 +121,8 @@ class TelemetryWriter:
         self.last_commit_error: str | None = None
         self._inflight: asyncio.Task[None] | None = None
 
-    async def put(self, row: SampleRow) -> None:
-        """Queue a row; waits when the queue is full (back-pressure reaches the MQTT publisher)."""
-        await self._queue.put(row)
-
     async def put_many(self, rows: list[SampleRow]) -> None:
-        """Queue rows in order; waits only while the queue is full."""
+        """Queue rows in order; waits while the queue is full (back-pressure reaches the MQTT publisher)."""
         queue = self._queue
         for row in rows:
             if queue.full():

@@ -90,7 +90,7 @@ class DosingService:
                  readings: ReadingSource, clock: Clock, zones: Sequence[ZonePlan], tz: tzinfo,
                  config: DosingConfig | None = None, metrics: Metrics | None = None) -> None:
         self._db = db
-        self._metrics = metrics
+        self._metrics = metrics or Metrics()  # a private registry when the app does not export one
         self._alerts = alerts
         self._commands = commands
         self._zone_state = zone_state
@@ -173,8 +173,7 @@ class DosingService:
             elif isinstance(action, ResolveAlert):
                 await self._alerts.resolve(action.code, zone_id=zone_id)
             elif isinstance(action, Capped):
-                if self._metrics is not None:
-                    self._metrics.dosing_capped.labels(zone=zone.uid, parameter=param.value).inc()
+                self._metrics.dosing_capped.labels(zone=zone.uid, parameter=param.value).inc()
                 log.info("dosing %s/%s capped: %s wanted %.2f mL", zone.uid, param.value, action.reagent,
                          action.wanted_ml)
         if state != old:
@@ -200,12 +199,10 @@ class DosingService:
                                                   source="automation")
             except CommandRefused as exc:
                 log.warning("dose %s %.2f mL on %s refused: %s", reagent, ml, zone.uid, exc.reason)
-                if self._metrics is not None:
-                    self._metrics.dosing_refused.labels(zone=zone.uid, parameter=param.value).inc()
+                self._metrics.dosing_refused.labels(zone=zone.uid, parameter=param.value).inc()
                 break
-            if self._metrics is not None:
-                self._metrics.dosing_doses.labels(zone=zone.uid, reagent=reagent).inc()
-                self._metrics.dosing_volume_ml.labels(zone=zone.uid, reagent=reagent).inc(ml)
+            self._metrics.dosing_doses.labels(zone=zone.uid, reagent=reagent).inc()
+            self._metrics.dosing_volume_ml.labels(zone=zone.uid, reagent=reagent).inc(ml)
             sent.append({"reagent": reagent, "ml": ml, "cmd_id": rec["cmd_id"]})
             async with self._db.transaction() as conn:
                 await conn.execute(

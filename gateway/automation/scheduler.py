@@ -87,7 +87,7 @@ class Scheduler:
     ) -> None:
         self._db = db
         self._clock = clock
-        self._metrics = metrics
+        self._metrics = metrics or Metrics()  # a private registry when the app does not export one
         # AsyncIOScheduler runs on the real clock; any other clock (tests) drives the planner directly.
         self.driver: Driver = driver or ("apscheduler" if isinstance(clock, SystemClock) else "clock")
         self._max_sleep = max_sleep_s
@@ -159,8 +159,7 @@ class Scheduler:
                 log.warning(
                     "job %s: %d run(s) missed beyond %.0f s grace skipped", job_id, len(plan.skipped), job.grace_s
                 )
-                if self._metrics is not None:
-                    self._metrics.schedule_skipped.labels(job=job_id).inc(len(plan.skipped))
+                self._metrics.schedule_skipped.labels(job=job_id).inc(len(plan.skipped))
                 if job.on_skip is not None:
                     await job.on_skip(plan.skipped, now)
             run_at = plan.run or (now if reconcile else None)
@@ -169,8 +168,7 @@ class Scheduler:
             self._reconciled.add(job_id)
             late = (now - run_at).total_seconds() > self._late_after
             self.runs += 1
-            if self._metrics is not None:
-                self._metrics.schedule_runs.labels(job=job_id).inc()
+            self._metrics.schedule_runs.labels(job=job_id).inc()
             await job.action(Fire(job_id, run_at, now, catch_up=late or reconcile, coalesced=plan.coalesced))
             return True
 

@@ -35,7 +35,8 @@ class AutomationService:
                  config: AutomationConfig | None = None, readings: ReadingSource | None = None,
                  driver: Driver | None = None, metrics: Metrics | None = None) -> None:
         self.config = cfg = config or AutomationConfig()
-        self._metrics = metrics
+        self._clock = clock
+        self._metrics = metrics = metrics or Metrics()  # one registry for the scheduler, dosing and aggregation
         self.tz = ZoneInfo(timezone)
         self.plans: list[ZonePlan] = zone_plans(zones, recipes)  # raises RecipeError naming the key
         self._zone_ids = ZoneIds(db)
@@ -48,7 +49,6 @@ class AutomationService:
         self.usage = UsageRollup(db, clock, self.tz)
         self._install_jobs()
         self.register_periodic("dosing", self.dosing.tick, cfg.dosing_interval_s)
-        self._clock = clock
         self.register_periodic("aggregate", self.aggregate, cfg.aggregate_interval_s, run_at_start=True)
         self.register_periodic("water_usage_rollup", self.rollup_usage, cfg.usage_rollup_interval_s,
                                run_at_start=True)
@@ -76,10 +76,9 @@ class AutomationService:
     async def aggregate(self) -> RunReport:
         """Fold new samples into the aggregates and report it on /metrics."""
         report = await self.aggregator.run_once()
-        if self._metrics is not None:
-            self._metrics.aggregation_samples.inc(report.samples)
-            self._metrics.aggregation_late.inc(report.late_dropped)
-            self._metrics.aggregation_last_run.set(self._clock.time())
+        self._metrics.aggregation_samples.inc(report.samples)
+        self._metrics.aggregation_late.inc(report.late_dropped)
+        self._metrics.aggregation_last_run.set(self._clock.time())
         return report
 
     async def rollup_usage(self) -> int:

@@ -58,7 +58,8 @@ class Loop:
         for metric in (Metric.PH, Metric.EC):
             value = values[metric.value]
             assert value is not None
-            await self.writer.put(SampleRow(zone_id, node.id, metric.value, None, value, now, now, "node", 1, None))
+            await self.writer.put_many([SampleRow(zone_id, node.id, metric.value, None, value, now, now, "node", 1,
+                                                  None)])
             self.latest.update(zone_id, metric, Reading(value, self.clock.monotonic(), now, node.id, None))
         await self.writer.flush()
 
