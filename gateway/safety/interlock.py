@@ -2,16 +2,23 @@
 
 Checks, in order; the first refusal wins and its reason goes to logs and the API:
 
-1. ``locked:<code>``   the channel is locked (overcurrent, no flow, stuck on) until an operator resets it;
-2. ``alert:<code>``    a critical safety alert is ACTIVE for the zone (``CRITICAL_ALERT_CODES``);
-3. ``level_unavailable`` the channel needs a level reading and the latest one is missing or stale;
-4. ``dry_run``         the fresh level is below the channel's minimum (also raises ``biz_dry_run``);
-5. ``too_many_failures`` ``recent_failures >= max_failures`` within the caller's window;
-6. ``sensor_unavailable:<sensor>`` a NO pump would run with a blind protection (``rules.blind_sensors``).
-   An NC pump is exempt from this one: its "ON" is the de-energised fail-safe state, and refusing it
-   would mean energising the coil to hold the recirculation off because a sensor went quiet.
+1. ``locked:<code>``   this physical pump is locked (overcurrent, no flow, stuck on) until an operator resets it;
+   NC pumps: ``alert:<code>`` also when a critical alert names this same pump; nothing else refuses them
+   (see below);
+2. ``watchdog_tripped`` the relay watchdog has released every coil: no start until the loop is healthy again;
+3. ``alert:<code>``    a critical safety alert is ACTIVE for the zone (``CRITICAL_ALERT_CODES``);
+4. ``level_unavailable`` the channel needs a level reading and the latest one is missing or stale;
+5. ``dry_run``         the fresh level is below the channel's minimum (also raises ``biz_dry_run``);
+6. ``too_many_failures`` ``recent_failures >= max_failures`` within the caller's window;
+7. ``sensor_unavailable:<sensor>`` a NO pump would run with a blind protection (``rules.blind_sensors``).
 
 Otherwise ``allowed`` with reason ``ok``.
+
+An NC pump's "ON" is its de-energised, fail-safe state (seed 003 §11–12): returning it there is never refused
+by anything that is not about that pump itself — not a missing or stale level, not another pump's alert, not
+the failure counter of the zone, not a tripped watchdog (which has already released the coil). Only a lock or
+an active critical alert on that same pump keeps it OFF (and then the zone has no circulation: the caller
+raises ``biz_no_circulation``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class InterlockSnapshot:
     max_failures: int = 3
     unavailable_sensors: tuple[Sensor, ...] = ()
     fail_safe: FailSafe = FailSafe.NO
+    own_alert_codes: frozenset[str] = frozenset()  # active alerts scoped to this very pump
+    watchdog_tripped: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,13 @@ def can_run_pump(snapshot: InterlockSnapshot) -> InterlockDecision:
     s = snapshot
     if s.locked_code is not None:
         return InterlockDecision(False, f"locked:{s.locked_code}")
+    if s.fail_safe is FailSafe.NC:
+        own = sorted(s.own_alert_codes & CRITICAL_ALERT_CODES)
+        if own:
+            return InterlockDecision(False, f"alert:{own[0]}")
+        return InterlockDecision(True, "ok")
+    if s.watchdog_tripped:
+        return InterlockDecision(False, "watchdog_tripped")
     critical = sorted(s.active_alert_codes & CRITICAL_ALERT_CODES)
     if critical:
         return InterlockDecision(False, f"alert:{critical[0]}")
@@ -81,6 +97,6 @@ def can_run_pump(snapshot: InterlockSnapshot) -> InterlockDecision:
         return InterlockDecision(False, "dry_run", alert)
     if s.recent_failures >= s.max_failures:
         return InterlockDecision(False, "too_many_failures")
-    if s.unavailable_sensors and s.fail_safe is FailSafe.NO:
+    if s.unavailable_sensors:
         return InterlockDecision(False, f"sensor_unavailable:{s.unavailable_sensors[0]}")
     return InterlockDecision(True, "ok")

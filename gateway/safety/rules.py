@@ -36,6 +36,12 @@ Unavailable sensors (conservative behaviour):
   very failure the NC wiring exists to prevent; a dead current sensor does not make the motor
   less safe than the controller being dead, and the motor's own fuse/thermal cut-out still works.
 
+NC pumps are never starved (seed 003 §11–12): an NC pump commanded OFF for longer than ``max_off_s``
+(or past the caller's explicit ``off_allowed_until`` lease, e.g. a water change's drain and fill) gets
+``RestorePump("nc_max_off")``: the shell de-energises the coil, whatever asked for OFF. The only exception
+is a latched critical alert on that same pump: then it stays OFF and ``biz_no_circulation`` (critical)
+says the zone has no circulation, once.
+
 biz_* safety alerts are latched in the state and only cleared by ``operator_reset``.
 """
 
@@ -52,6 +58,7 @@ BIZ_NO_FLOW = "biz_no_flow"
 BIZ_DRY_RUN = "biz_dry_run"
 BIZ_PUMP_STUCK_ON = "biz_pump_stuck_on"
 BIZ_SENSOR_UNAVAILABLE = "biz_sensor_unavailable"
+BIZ_NO_CIRCULATION = "biz_no_circulation"
 
 
 class Severity(StrEnum):
@@ -85,6 +92,13 @@ class StopPump:
 
 
 @dataclass(frozen=True)
+class RestorePump:
+    """Return an NC pump to its fail-safe ON (de-energise the coil); never needs the interlock."""
+
+    reason_code: str
+
+
+@dataclass(frozen=True)
 class RaiseAlert:
     """Create or bump the ACTIVE alert ``code`` for this zone and scope (usually the channel)."""
 
@@ -109,7 +123,7 @@ class LockChannel:
     code: str
 
 
-SafetyAction = StopPump | RaiseAlert | ResolveAlert | LockChannel
+SafetyAction = StopPump | RestorePump | RaiseAlert | ResolveAlert | LockChannel
 
 
 def fresh(value: float | None, age_s: float | None, stale_after_s: float) -> float | None:
@@ -137,6 +151,7 @@ class ChannelLimits:
     fail_safe: FailSafe = FailSafe.NO
     unavailable_grace_s: float = 10.0
     settle_s: float = 5.0  # after switch-off, current and flow need this long to fall to idle
+    max_off_s: float | None = None  # NC pumps: longest OFF stretch without an explicit lease
 
     def __post_init__(self) -> None:
         for name in ("overcurrent_a", "no_flow_grace_s", "stale_after_s"):
@@ -149,6 +164,8 @@ class ChannelLimits:
             raise ValueError("idle_current_a must be below overcurrent_a")
         if self.level_change_min is not None and not self.level_change_min > 0:
             raise ValueError("level_change_min must be > 0 or None")
+        if self.max_off_s is not None and not self.max_off_s > 0:
+            raise ValueError("max_off_s must be > 0 or None")
 
 
 @dataclass(frozen=True)
@@ -163,6 +180,7 @@ class ChannelInputs:
     flow_age_s: float | None = None
     water_level: float | None = None
     level_age_s: float | None = None
+    off_allowed_until: float | None = None  # NC pumps: an explicit lease to stay OFF longer than max_off_s
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,7 @@ class ChannelSafetyState:
     unavailable_since: float | None = None
     alerted_unavailable: tuple[str, ...] = ()  # sensors named by the active biz_sensor_unavailable
     latched: tuple[str, ...] = ()  # critical codes raised and not yet reset by an operator
+    no_circulation_alerted: bool = False  # biz_no_circulation raised for this OFF stretch
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -191,6 +210,7 @@ class ChannelSafetyState:
             "unavailable_since": self.unavailable_since,
             "alerted_unavailable": list(self.alerted_unavailable),
             "latched": list(self.latched),
+            "no_circulation_alerted": self.no_circulation_alerted,
         }
 
     @classmethod
@@ -206,6 +226,7 @@ class ChannelSafetyState:
             unavailable_since=_opt_float(d.get("unavailable_since")),
             alerted_unavailable=tuple(str(s) for s in d.get("alerted_unavailable", ())),
             latched=tuple(str(s) for s in d.get("latched", ())),
+            no_circulation_alerted=bool(d.get("no_circulation_alerted", False)),
         )
 
 
@@ -260,7 +281,15 @@ def blind_sensors(inputs: ChannelInputs, limits: ChannelLimits) -> tuple[Sensor,
 
 def operator_reset(state: ChannelSafetyState) -> ChannelSafetyState:
     """State after the operator's "Reset safety lock": latches cleared, timers restarted."""
-    return replace(state, latched=(), on_since=None, off_since=None, level_at_on=None, level_ref_at=None)
+    return replace(
+        state,
+        latched=(),
+        on_since=None,
+        off_since=None,
+        level_at_on=None,
+        level_ref_at=None,
+        no_circulation_alerted=False,
+    )
 
 
 def evaluate(
@@ -270,10 +299,15 @@ def evaluate(
     r = _read(inputs, limits)
     state = _track_relay(state, inputs.relay_on, r.level, now)
     state, actions = _track_availability(state, _missing(r, limits), limits, now)
+    if inputs.relay_on and state.no_circulation_alerted:
+        state = replace(state, no_circulation_alerted=False)
+        actions = [*actions, ResolveAlert(BIZ_NO_CIRCULATION, scope=limits.channel)]
     if inputs.relay_on:
         state, more = _check_running(state, inputs, limits, r, now)
     else:
         state, more = _check_stopped(state, inputs, limits, r, now)
+        state, nc = _check_nc_off(state, inputs, limits, now)
+        more = more + nc
     return state, actions + more
 
 
@@ -288,7 +322,15 @@ def _track_relay(state: ChannelSafetyState, on: bool, level: float | None, now: 
             flow_ok_at=now,
         )
     if not on and state.off_since is None:
-        return replace(state, off_since=now, on_since=None, level_at_on=None, level_ref_at=None, flow_ok_at=None)
+        return replace(
+            state,
+            off_since=now,
+            on_since=None,
+            level_at_on=None,
+            level_ref_at=None,
+            flow_ok_at=None,
+            no_circulation_alerted=False,
+        )
     return state
 
 
@@ -417,3 +459,22 @@ def _check_stopped(
 
 def _taken_after(age_s: float | None, now: float, moment: float) -> bool:
     return age_s is not None and now - age_s >= moment
+
+
+def _check_nc_off(
+    state: ChannelSafetyState, inputs: ChannelInputs, limits: ChannelLimits, now: float
+) -> tuple[ChannelSafetyState, list[SafetyAction]]:
+    if limits.fail_safe is not FailSafe.NC or limits.max_off_s is None or state.off_since is None:
+        return state, []
+    deadline = state.off_since + limits.max_off_s
+    if inputs.off_allowed_until is not None:
+        deadline = max(deadline, inputs.off_allowed_until)
+    if now < deadline:
+        return state, []
+    if not state.latched:
+        return state, [RestorePump("nc_max_off")]
+    if state.no_circulation_alerted or BIZ_PUMP_STUCK_ON in state.latched:
+        return state, []  # a welded NC relay circulates anyway
+    details = {"channel": limits.channel, "off_s": round(now - state.off_since, 1), "locked_by": list(state.latched)}
+    alert = RaiseAlert(BIZ_NO_CIRCULATION, Severity.CRITICAL, details, scope=limits.channel)
+    return replace(state, no_circulation_alerted=True), [alert]

@@ -8,6 +8,10 @@ share or ``min_on_minutes``, whichever is longer. Any switch to ON is held for a
 ``min_on_minutes`` so the relay cannot flap. Recirc disabled (or mode MANUAL) ⇒ ``LEAVE_ALONE``: the
 relay is not touched and the NC pump runs in its fail-safe state.
 
+The max-OFF limit is measured from the relay's *actual* state (``relay_on``), not from what this function
+last asked for: a refused or failed switch to ON leaves the pump OFF, and the OFF clock keeps running until
+the pump really runs (the safety loop enforces the same limit underneath, whoever asked for OFF).
+
 While a water change runs (``WaterPhase.owns_recirc``) the water machine drives the pump instead;
 hand back with a fresh ``RecircState()``.
 """
@@ -39,6 +43,7 @@ class RecircState:
     on_since: float | None = None
     off_since: float | None = None
     hold_on_until: float | None = None
+    relay_off_since: float | None = None  # when the relay was last seen going OFF (actual state)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -47,6 +52,7 @@ class RecircState:
             "on_since": self.on_since,
             "off_since": self.off_since,
             "hold_on_until": self.hold_on_until,
+            "relay_off_since": self.relay_off_since,
         }
 
     @classmethod
@@ -63,6 +69,7 @@ class RecircState:
             on_since=f("on_since"),
             off_since=f("off_since"),
             hold_on_until=f("hold_on_until"),
+            relay_off_since=f("relay_off_since"),
         )
 
 
@@ -86,16 +93,22 @@ def scheduled_on(rc: RecircConfig, local_now: datetime) -> bool:
 
 
 def decide_recirc(
-    cfg: WaterCycleConfig, state: RecircState, local_now: datetime, now: float
+    cfg: WaterCycleConfig, state: RecircState, local_now: datetime, now: float, relay_on: bool | None = None
 ) -> tuple[RecircState, RecircDecision]:
-    """One recirculation tick: ``local_now`` is aware greenhouse-local time, ``now`` monotonic seconds."""
+    """One recirculation tick: ``local_now`` is aware greenhouse-local time, ``now`` monotonic seconds,
+    ``relay_on`` the pump's actual state (None: unknown, then our last decision stands for it)."""
     rc = cfg.recirc
     if cfg.mode is WaterMode.MANUAL or not rc.enabled:
         return RecircState(), RecircDecision.LEAVE_ALONE
+    actually_on = state.on is not False if relay_on is None else relay_on
+    if actually_on:
+        state = replace(state, relay_off_since=None)
+    elif state.relay_off_since is None:
+        state = replace(state, relay_off_since=state.off_since if state.off_since is not None else now)
     if state.hold_on_until is not None and now >= state.hold_on_until:
         state = replace(state, hold_on_until=None)
     want_on = scheduled_on(rc, local_now) or state.hold_on_until is not None
-    off_for = now - state.off_since if state.on is False and state.off_since is not None else 0.0
+    off_for = now - state.relay_off_since if state.relay_off_since is not None else 0.0
     if not want_on and off_for >= rc.max_recirc_off_minutes * 60:
         window = active_window(rc, local_now)
         share = window.duty_cycle * rc.period_minutes if window is not None else 0.0
@@ -104,8 +117,12 @@ def decide_recirc(
     if want_on:
         if state.on is not True:
             hold = max(state.hold_on_until or now, now + rc.min_on_minutes * 60)
-            state = RecircState(on=True, on_since=now, off_since=None, hold_on_until=hold)
+            state = RecircState(
+                on=True, on_since=now, off_since=None, hold_on_until=hold, relay_off_since=state.relay_off_since
+            )
         return state, RecircDecision.ON
     if state.on is not False:
-        state = RecircState(on=False, on_since=None, off_since=now, hold_on_until=None)
+        state = RecircState(
+            on=False, on_since=None, off_since=now, hold_on_until=None, relay_off_since=state.relay_off_since
+        )
     return state, RecircDecision.OFF

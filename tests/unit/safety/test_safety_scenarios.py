@@ -65,6 +65,7 @@ class Rig:
         snap = InterlockSnapshot(
             channel=self.limits.channel,
             active_alert_codes=frozenset(self.active),
+            own_alert_codes=frozenset(self.active),  # one pump per rig: every alert is about it
             locked_code=self.locked,
             water_level=pre.water_level,
             level_age_s=pre.level_age_s,
