@@ -103,7 +103,7 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
         for _ in range(100):  # a fresh level reading is needed before the interlock allows the start
             gw.latest.update(zone_id, _metric("water_level"), _reading(gw, 70.0))
             gw.latest.update(zone_id, _metric("flow_rate"), _reading(gw, 12.0))
-            decision = await gw.safety.set_pump(zone_id, "a-recirc", True, source="bench")
+            decision = await gw.gate.switch(gw.gate.channel(zone_id, "a-recirc"), True, source="bench")
             if decision.allowed:
                 break
             await asyncio.sleep(0.01)
@@ -117,12 +117,12 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
             await asyncio.sleep(0.0005)
         # MockPin stamps every level change with time.monotonic(): the coil moved at _last_change.
         coil_at = pin._last_change
-        channel = gw.safety.channel(zone_id, "a-recirc")
+        channel = gw.gate.channel(zone_id, "a-recirc")
         for _ in range(200):  # the relay moves first; alert and lock bookkeeping follow in the same tick
-            if channel.lock_code is not None:
+            if gw.gate.lock_of(channel) is not None:
                 break
             await asyncio.sleep(0.005)
-        lock = channel.lock_code
+        lock = gw.gate.lock_of(channel)
         if lock != "biz_overcurrent":
             events = [(e["type"], e["details"]) for e in await gw.alerts.events(zone_id, limit=5)]
             raise RuntimeError(f"relay switched by something else: {lock} {events}")

@@ -42,6 +42,8 @@ class Gateway:
     """Builds every component from Settings and runs them under one TaskGroup."""
 
     hardware: Any
+    gate: Any  # gateway.safety.gate.SafetyGate: the one door to every pump, built once the hardware is open
+    commands: CommandService
     safety: Any  # gateway.safety.service.SafetyService, built in run() once the hardware is open
     water: Any  # gateway.water.service.WaterService
     simulation: Any = None  # gateway.sim.demo.DemoSimulation in the demo
@@ -79,16 +81,6 @@ class Gateway:
             settings.gateway.greenhouse_uid,
             settings.nodes_health.heartbeat_interval_s,
             settings.nodes_health.offline_after_missed,
-        )
-        self.commands = CommandService(
-            self.db,
-            self.alerts,
-            self.registry,
-            self.clock,
-            self.metrics,
-            self.transport.publish,
-            settings.gateway.greenhouse_uid,
-            settings.commands.timeout_s,
         )
         ing = settings.ingest
         self.writer = TelemetryWriter(
@@ -176,22 +168,31 @@ class Gateway:
     async def _build_safety(self) -> None:
         from drivers.sdnotify_client import SystemdNotifier
         from gateway.safety.channels import build_channels
+        from gateway.safety.gate import SafetyGate
         from gateway.safety.service import SafetyService
+        from gateway.safety.usage import UsageLogger
         from gateway.water.service import WaterService
 
         zone_ids = self.registry.zone_uids()
         channels = build_channels(self.settings, zone_ids, self.hardware)
         watchdog = self.hardware.make_watchdog(self.clock, SystemdNotifier())
-        self.safety = SafetyService(
-            channels, self.db, self.alerts, self.latest, self.clock, self.metrics, self.settings.safety, watchdog
+        # The gate alone gets the relays (through the channels) and the publisher of node commands.
+        self.gate = SafetyGate(
+            channels, self.db, self.alerts, self.latest, self.clock, self.metrics, self.settings.safety,
+            self.transport.publish, self.registry, self.settings.gateway.greenhouse_uid, watchdog,
         )
-        await self.safety.load_locks()
-        self.commands.gate = self.safety
-        self.commands.local = self.safety
-        self.commands.error_hooks.append(self.safety.on_command_error)
+        self.safety = SafetyService(
+            self.gate, self.alerts, self.latest, self.clock, self.metrics, self.settings.safety.poll_hz,
+            UsageLogger(self.db, self.clock), watchdog,
+        )
+        await self.safety.load()
+        self.commands = CommandService(
+            self.db, self.alerts, self.registry, self.clock, self.metrics, self.gate,
+            self.settings.commands.timeout_s, on_error=self.safety.on_command_error,
+        )
         zones = {z.uid: (zone_ids[z.uid], z.water_cycle) for z in self.settings.zones}
         self.water = WaterService(
-            zones, self.safety, self.db, self.alerts, self.latest, self.clock, self.settings.gateway.timezone
+            zones, self.gate, self.db, self.alerts, self.latest, self.clock, self.settings.gateway.timezone
         )
         await self.water.load()
         from gateway.upstream import UpstreamSync

@@ -1,7 +1,9 @@
 """Command lifecycle (mqtt-bridge at the edge): QUEUED → SENT → ACK → DONE | FAILED | TIMEOUT.
 
-Commands come from automation, schedules, the local API and upstream. Anything that starts a pump
-passes the safety interlock first; a refused command is recorded as FAILED with the reason.
+Commands come from automation, schedules, the local API and upstream. Each must match the command
+contract (``firmware_contracts.commands``); the safety gate then checks the interlock for anything that
+actuates and alone drives the relay or publishes to the node. A refused command is recorded as FAILED with
+the reason.
 """
 
 from __future__ import annotations
@@ -10,31 +12,19 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from firmware_contracts.topics import command_topic
+from firmware_contracts.commands import CommandContractError, ValidCommand, parse_command
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.router import RejectedMessage, Routed
+from gateway.safety.gate import Dispatched, NodeNotAssigned
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
-
-# Commands that start a pump (or open a doser) and therefore must pass the interlock.
-PUMP_START_COMMANDS = frozenset({"run_pump", "pump_on", "start_pump", "dose", "irrigate", "fill", "drain"})
-
-
-def starts_pump(cmd: str, params: dict[str, Any]) -> bool:
-    """True when executing this command would start a pump."""
-    if cmd in PUMP_START_COMMANDS:
-        return True
-    return cmd == "set_pump" and bool(params.get("on"))
 
 
 class Status(StrEnum):
@@ -52,31 +42,17 @@ FINAL = frozenset({Status.DONE, Status.FAILED, Status.TIMEOUT})
 _ORDER = {Status.QUEUED: 0, Status.SENT: 1, Status.ACK: 2, Status.DONE: 3, Status.FAILED: 3, Status.TIMEOUT: 3}
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Interlock answer."""
+class CommandGate(Protocol):
+    """The safety gate as the command path sees it: the only way a command reaches a relay or a node."""
 
-    allowed: bool
-    reason: str = ""
-
-
-class PumpGate(Protocol):
-    """The safety interlock (``can_run_pump``) as the command path sees it."""
-
-    async def can_run_pump(self, zone_id: int, channel: str) -> Decision:
-        """May a pump on this zone/channel start now?"""
+    def is_local(self, channel: str) -> bool:
+        """True when ``channel`` names a gateway relay."""
         ...
 
-
-class LocalExecutor(Protocol):
-    """Executes commands on gateway-attached relays (through the safety layer)."""
-
-    def handles(self, channel: str) -> bool:
-        """True when ``channel`` is a gateway relay channel."""
-        ...
-
-    async def execute(self, zone_id: int, channel: str, cmd: str, params: dict[str, Any]) -> tuple[str, str | None]:
-        """Run the command; returns (final status DONE|FAILED, error_code)."""
+    async def dispatch(
+        self, zone_id: int, channel: str, node_uid: str | None, command: ValidCommand, cmd_id: str, source: str
+    ) -> Dispatched:
+        """Interlock (for anything that actuates), then the relay or the node."""
         ...
 
 
@@ -93,14 +69,6 @@ class CommandRefused(Exception):
         self.http_status = http_status
 
 
-class AllowAll:
-    """A gate for installations without pumps on this gateway (replaced by the safety service)."""
-
-    async def can_run_pump(self, zone_id: int, channel: str) -> Decision:
-        """Always allowed."""
-        return Decision(True)
-
-
 class CommandService:
     """Creates, sends, tracks and times out commands."""
 
@@ -111,21 +79,18 @@ class CommandService:
         registry: Registry,
         clock: Clock,
         metrics: Metrics,
-        publish: Publish,
-        greenhouse_uid: str,
+        gate: CommandGate,
         timeout_s: float = 30.0,
+        on_error: ErrorHook | None = None,
     ) -> None:
         self._db = db
         self._alerts = alerts
         self._registry = registry
         self._clock = clock
         self._metrics = metrics
-        self._publish = publish
-        self._gh = greenhouse_uid
+        self._gate = gate
         self._timeout = timeout_s
-        self.gate: PumpGate = AllowAll()
-        self.local: LocalExecutor | None = None
-        self.error_hooks: list[ErrorHook] = []
+        self._on_error = on_error
 
     async def submit(
         self,
@@ -138,8 +103,15 @@ class CommandService:
         source: str = "api",
         cmd_id: str | None = None,
     ) -> dict[str, Any]:
-        """Create and dispatch a command; returns its record. Raises CommandRefused when refused."""
-        params = dict(params or {})
+        """Create and dispatch a command; returns its record. Raises CommandRefused when refused.
+
+        The command must match the contract (422 otherwise, nothing stored or sent); the gate checks the
+        interlock for anything that actuates and is the only one that drives the relay or publishes.
+        """
+        try:
+            command = parse_command(cmd, dict(params or {}))
+        except CommandContractError as exc:
+            raise CommandRefused(cmd_id, f"invalid command: {exc.reason}", 422) from exc
         zone_id = self._registry.zone_id(zone_uid)
         if zone_id is None:
             raise CommandRefused(cmd_id, f"unknown zone {zone_uid!r}", 404)
@@ -147,7 +119,7 @@ class CommandService:
         existing = await self.get(cmd_id)
         if existing is not None:  # upstream retries and QoS 1 repeats: same cmd_id, same command
             return existing
-        local = node_uid is None and self.local is not None and self.local.handles(channel)
+        local = node_uid is None and self._gate.is_local(channel)
         node_id: int | None = None
         if not local:
             node = self._registry.get(node_uid or "")
@@ -156,61 +128,57 @@ class CommandService:
             if node.zone_id != zone_id:
                 raise CommandRefused(cmd_id, f"node {node_uid!r} is not in zone {zone_uid!r}", 422)
             node_id = node.id
-        await self._insert(cmd_id, zone_id, node_id, channel, "local" if local else "node", cmd, params, source)
-        if starts_pump(cmd, params):
-            decision = await self.gate.can_run_pump(zone_id, channel)
-            if not decision.allowed:
-                await self._set_status(
-                    cmd_id, Status.FAILED, error_code="interlock", details={"reason": decision.reason}
-                )
-                await self._alerts.record_event(
-                    zone_id,
-                    "COMMAND_REFUSED",
-                    {"cmd_id": cmd_id, "cmd": cmd, "channel": channel, "source": source, "reason": decision.reason},
-                )
-                raise CommandRefused(cmd_id, decision.reason)
-        if local:
-            assert self.local is not None
-            await self._set_status(cmd_id, Status.SENT)
-            status, error_code = await self.local.execute(zone_id, channel, cmd, params)
-            await self._set_status(cmd_id, Status(status), error_code=error_code)
-        else:
-            await self._send(cmd_id)
+        await self._insert(cmd_id, zone_id, node_id, channel, "local" if local else "node", command, source)
+        await self._dispatch(cmd_id, zone_id, channel, None if local else node_uid, command, source)
         record = await self.get(cmd_id)
         assert record is not None
         return record
 
-    async def _send(self, cmd_id: str) -> None:
-        row = await self._row(cmd_id)
-        if row is None:
-            return
-        node = await self._db.fetchone(
-            "SELECT n.uid, z.uid AS zone_uid FROM nodes n JOIN zones z ON z.id = n.zone_id WHERE n.id=?",
-            (row["node_id"],),
-        )
-        if node is None:
+    async def _dispatch(
+        self, cmd_id: str, zone_id: int, channel: str, node_uid: str | None, command: ValidCommand, source: str
+    ) -> None:
+        try:
+            result = await self._gate.dispatch(zone_id, channel, node_uid, command, cmd_id, source)
+        except NodeNotAssigned:
             await self._set_status(cmd_id, Status.FAILED, error_code="node_unassigned")
             return
-        payload = {
-            "cmd": row["cmd"],
-            "cmd_id": cmd_id,
-            "params": json.loads(row["params"]),
-            "ts": round(self._clock.time(), 3),
-        }
-        topic = command_topic(self._gh, node["zone_uid"], node["uid"], row["channel"])
-        await self._publish(topic, json.dumps(payload).encode(), 1, False)
-        if row["status"] == Status.QUEUED:
+        if result.status == "REFUSED":
+            reason = result.reason or "interlock"
+            await self._set_status(cmd_id, Status.FAILED, error_code="interlock", details={"reason": reason})
+            await self._alerts.record_event(
+                zone_id,
+                "COMMAND_REFUSED",
+                {"cmd_id": cmd_id, "cmd": command.name.value, "channel": channel, "source": source, "reason": reason},
+            )
+            raise CommandRefused(cmd_id, reason)
+        if result.status == "SENT":
             await self._set_status(cmd_id, Status.SENT)
+            return
+        await self._set_status(cmd_id, Status.SENT)
+        await self._set_status(cmd_id, Status(result.status), error_code=result.reason)
 
     async def resend_in_flight(self) -> int:
-        """After a restart: re-publish node commands that were SENT but never answered (nodes ignore repeats)."""
+        """After a restart: send node commands that were SENT but never answered again (nodes ignore repeats);
+        anything that actuates passes the interlock again, as it is now."""
         cutoff = self._clock.time() - self._timeout
         rows = await self._db.fetchall(
-            "SELECT cmd_id FROM commands WHERE target='node' AND status IN ('QUEUED','SENT') AND created_at >= ?",
+            "SELECT c.cmd_id, c.zone_id, c.channel, c.cmd, c.params, c.source, n.uid AS node_uid FROM commands c"
+            " JOIN nodes n ON n.id = c.node_id WHERE c.target='node' AND c.status IN ('QUEUED','SENT')"
+            " AND c.created_at >= ?",
             (cutoff,),
         )
         for row in rows:
-            await self._send(str(row["cmd_id"]))
+            try:
+                command = parse_command(row["cmd"], json.loads(row["params"]))
+            except CommandContractError as exc:
+                await self._set_status(str(row["cmd_id"]), Status.FAILED, error_code="invalid_command",
+                                       details={"reason": exc.reason})
+                continue
+            try:
+                await self._dispatch(str(row["cmd_id"]), int(row["zone_id"]), str(row["channel"]),
+                                     str(row["node_uid"]), command, str(row["source"]))
+            except CommandRefused:
+                continue  # recorded as FAILED with the reason
         return len(rows)
 
     async def on_response(self, routed: Routed) -> None:
@@ -226,11 +194,10 @@ class CommandService:
         status = {"ACK": Status.ACK, "DONE": Status.DONE, "ERROR": Status.FAILED}[str(resp["status"])]
         details = resp.get("details") or {}
         changed = await self._set_status(cmd_id, status, error_code=resp.get("error_code"), details=details)
-        if changed and status is Status.FAILED:
+        if changed and status is Status.FAILED and self._on_error is not None:
             record = await self.get(cmd_id)
             assert record is not None
-            for hook in self.error_hooks:
-                await hook(record, str(resp.get("error_code") or "error"), details)
+            await self._on_error(record, str(resp.get("error_code") or "error"), details)
 
     async def sweep_once(self) -> int:
         """Mark SENT/ACK commands older than the timeout as TIMEOUT."""
@@ -278,8 +245,7 @@ class CommandService:
         node_id: int | None,
         channel: str,
         target: str,
-        cmd: str,
-        params: dict[str, Any],
+        command: ValidCommand,
         source: str,
     ) -> None:
         now = self._clock.time()
@@ -287,7 +253,8 @@ class CommandService:
             await conn.execute(
                 "INSERT INTO commands(cmd_id, zone_id, node_id, channel, target, cmd, params, source, status,"
                 " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'QUEUED', ?, ?)",
-                (cmd_id, zone_id, node_id, channel, target, cmd, json.dumps(params), source, now, now),
+                (cmd_id, zone_id, node_id, channel, target, command.name.value, json.dumps(dict(command.params)),
+                 source, now, now),
             )
             await self._outbox(conn, cmd_id)
         self._metrics.commands.labels(status="QUEUED").inc()

@@ -163,7 +163,9 @@ class Ingest:
         if not lo <= value <= hi:
             raise SampleRejected("out_of_range", f"{metric.value}={value} outside {lo}..{hi}")
         ts, ts_source = self._timestamp(s.ts, received_at)
-        self._latest.update(node.zone_id, metric, Reading(value, mono, ts, node.id, s.channel))
+        # Freshness counts from the measurement: the node's own ts when we trust it, else receipt.
+        measured = mono - max(0.0, received_at - ts) if ts_source == "node" and synced else None
+        self._latest.update(node.zone_id, metric, Reading(value, mono, ts, node.id, s.channel, measured))
         raw = None if s.raw is None else _encode_raw(s.raw)
         row = SampleRow(
             node.zone_id, node.id, metric.value, s.channel, value, ts, received_at, ts_source, int(synced), raw

@@ -43,6 +43,12 @@ class Metrics:
             "hydro_alerts_raised_total", "Alerts raised (new or repeated)", ["code"], registry=r
         )
         self.safety_trips = Counter("hydro_safety_trips_total", "Safety loop stops by reason", ["reason"], registry=r)
+        self.interlock_refusals = Counter(
+            "hydro_interlock_refusals_total", "Pump starts refused by the interlock, by reason", ["reason"], registry=r
+        )
+        self.nc_restores = Counter(
+            "hydro_nc_pump_restores_total", "NC pumps returned to ON by the max-OFF backstop", ["pump"], registry=r
+        )
         self.safety_tick_seconds = Histogram(
             "hydro_safety_tick_seconds",
             "Duration of one safety loop tick",

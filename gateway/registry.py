@@ -121,6 +121,11 @@ class Registry:
         """Cached node by uid."""
         return self._by_uid.get(node_uid)
 
+    def node_zone_uid(self, node_uid: str) -> str | None:
+        """The zone uid the node is assigned to, or None (unknown or unassigned)."""
+        node = self._by_uid.get(node_uid)
+        return None if node is None else node.zone_uid
+
     def nodes(self) -> list[NodeInfo]:
         """All cached nodes."""
         return list(self._by_uid.values())

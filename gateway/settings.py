@@ -203,6 +203,8 @@ class SafetySection(_Section):
     level_change_min: float = Field(default=0.5, gt=0)
     max_failures: int = Field(default=3, ge=1)
     failure_window_s: float = Field(default=3600.0, gt=0)
+    # NC pumps: the longest OFF without an explicit lease when the zone's water_cycle names no max_recirc_off
+    max_nc_off_s: float = Field(default=600.0, gt=0)
 
 
 class ActuatorRef(_Section):
@@ -212,6 +214,10 @@ class ActuatorRef(_Section):
     node_uid: str | None = None
     ml_per_s: float | None = Field(default=None, gt=0)  # dosing pumps: delivery rate
     flow_l_min: float | None = Field(default=None, gt=0)  # nominal flow, for water usage without a sensor
+    # Node pumps only (a gateway relay's polarity is in [hardware]): NC pumps run when the node's coil drops.
+    fail_safe_mode: Literal["NC", "NO"] = "NO"
+    # Node pumps: channel telemetry the node reports for this pump (pump_current, flow_rate with this channel).
+    telemetry: list[Literal["current", "flow"]] = Field(default_factory=list)
 
 
 ACTUATOR_ROLES = ("recirc", "drain", "fill", "irrigation", "light", "ph_down", "ph_up", "nutrient_a", "nutrient_b")

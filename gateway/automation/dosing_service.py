@@ -80,7 +80,7 @@ class LatestReadingsSource:
         r = self._latest.get(zone_id, metric)
         if r is None:
             return None
-        return Sample(r.value, self._clock.time() - (self._clock.monotonic() - r.received_mono))
+        return Sample(r.value, self._clock.time() - (self._clock.monotonic() - r.taken_mono))
 
 
 class DosingService:

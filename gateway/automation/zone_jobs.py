@@ -123,7 +123,8 @@ class ZoneJobs:
             return
         act = zone.actuators["light"]
         try:
-            rec = await self._commands.submit(zone.uid, act.channel, LIGHT_CMD, {"on": want}, node_uid=act.node_uid,
+            state = {"state": "ON" if want else "OFF"}
+            rec = await self._commands.submit(zone.uid, act.channel, LIGHT_CMD, state, node_uid=act.node_uid,
                                               source="schedule")
         except CommandRefused as exc:
             log.warning("lights of %s refused: %s", zone.uid, exc.reason)

@@ -17,9 +17,17 @@ _ROLE_PROFILE: dict[str, dict[str, Any]] = {
 }
 
 
+def pump_id_of(node_uid: str | None, channel: str) -> str:
+    """The physical pump's identity: ``relay:<name>`` for a gateway relay, ``node:<uid>/<channel>`` on a node."""
+    return f"relay:{channel}" if node_uid is None else f"node:{node_uid}/{channel}"
+
+
 @dataclass
 class PumpChannel:
-    """One pump: where it is wired, its limits, and the safety state between ticks."""
+    """One pump: where it is wired, its limits, and the safety state between ticks.
+
+    The relay object is here for the gate (``gateway/safety/gate.py``), the only module that switches it.
+    """
 
     zone_id: int
     zone_uid: str
@@ -30,14 +38,16 @@ class PumpChannel:
     monitor: Any | None  # drivers.current_monitor.AsyncCurrentMonitor measuring this pump
     limits: ChannelLimits
     nominal_flow_l_min: float | None = None
+    node_fail_safe: FailSafe = FailSafe.NO  # node pumps: from the zone's actuator config
     state: ChannelSafetyState = field(default_factory=ChannelSafetyState)
     desired_on: bool = False
+    node_on: bool = False  # node pumps: what we last asked the node for
+    off_lease_until: float | None = None  # NC pumps: an explicit lease to stay OFF (monotonic)
     last_inputs: ChannelInputs | None = None
     current_a: float | None = None
     current_read_mono: float | None = None
-    lock_code: str | None = None
-    failures: list[float] = field(default_factory=list)
     run_started_wall: float | None = None
+    run_cmd_id: str | None = None  # the command that started the current run (water usage logs)
     flow_samples: list[tuple[float, float]] = field(default_factory=list)
 
     @property
@@ -46,19 +56,32 @@ class PumpChannel:
         return self.zone_id, self.channel
 
     @property
+    def pump_id(self) -> str:
+        """The physical pump (locks and failure counters belong to it, not to the zone)."""
+        return pump_id_of(None if self.relay is not None else self.node_uid, self.channel)
+
+    @property
     def relay_on(self) -> bool:
         """What we command (node pumps: what we last asked the node for)."""
-        return bool(self.relay.pump_on) if self.relay is not None else self.desired_on
+        return bool(self.relay.pump_on) if self.relay is not None else self.node_on
 
     @property
     def fail_safe(self) -> FailSafe:
         """NC pumps run when the coil is de-energised."""
-        if self.relay is not None and self.relay.fail_safe_mode == "NC":
-            return FailSafe.NC
-        return FailSafe.NO
+        if self.relay is not None:
+            return FailSafe.NC if self.relay.fail_safe_mode == "NC" else FailSafe.NO
+        return self.node_fail_safe
 
 
-def limits_for(role: str, channel: str, fail_safe: FailSafe, has_current: bool, s: SafetySection) -> ChannelLimits:
+def limits_for(
+    role: str,
+    channel: str,
+    fail_safe: FailSafe,
+    has_current: bool,
+    s: SafetySection,
+    max_off_s: float | None = None,
+    has_flow: bool | None = None,
+) -> ChannelLimits:
     """Default limits of a channel from the safety settings and its role."""
     profile = _ROLE_PROFILE.get(role, {"flow_sensor": False, "level_change_min": None, "dry_check": True})
     return ChannelLimits(
@@ -70,10 +93,11 @@ def limits_for(role: str, channel: str, fail_safe: FailSafe, has_current: bool, 
         min_water_level=s.min_water_level if profile["dry_check"] else None,
         level_change_min=s.level_change_min if profile["level_change_min"] else None,
         current_sensor=has_current,
-        flow_sensor=bool(profile["flow_sensor"]),
+        flow_sensor=bool(profile["flow_sensor"]) if has_flow is None else has_flow,
         level_sensor=True,
         channel=channel,
         fail_safe=fail_safe,
+        max_off_s=(max_off_s if max_off_s is not None else s.max_nc_off_s) if fail_safe is FailSafe.NC else None,
     )
 
 
@@ -88,12 +112,20 @@ def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Any |
     channels: list[PumpChannel] = []
     for zone in settings.zones:
         zone_id = zone_ids[zone.uid]
+        max_off_s = _zone_max_off_s(zone.water_cycle)
         for role, ref in zone.actuators.items():
             if role not in _ROLE_PROFILE:
                 continue  # dosers and lights are not pumps the safety loop supervises
             relay = relays.get(ref.channel) if ref.node_uid is None else None
-            fail_safe = FailSafe.NC if relay is not None and relay.fail_safe_mode == "NC" else FailSafe.NO
-            monitor = monitors.get(ref.channel) if relay is not None else None
+            if relay is not None:
+                fail_safe = FailSafe.NC if relay.fail_safe_mode == "NC" else FailSafe.NO
+                monitor = monitors.get(ref.channel)
+                has_current, has_flow = monitor is not None, None
+            else:
+                fail_safe = FailSafe(ref.fail_safe_mode)
+                monitor = None
+                # Node pumps: supervised from the node's channel telemetry where the node reports it.
+                has_current, has_flow = "current" in ref.telemetry, "flow" in ref.telemetry
             ch = PumpChannel(
                 zone_id=zone_id,
                 zone_uid=zone.uid,
@@ -102,9 +134,17 @@ def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Any |
                 node_uid=ref.node_uid,
                 relay=relay,
                 monitor=monitor,
-                limits=limits_for(role, ref.channel, fail_safe, monitor is not None, settings.safety),
+                limits=limits_for(role, ref.channel, fail_safe, has_current, settings.safety, max_off_s, has_flow),
                 nominal_flow_l_min=ref.flow_l_min,
+                node_fail_safe=fail_safe,
             )
+            ch.node_on = relay is None and fail_safe is FailSafe.NC  # an NC node pump runs unless told otherwise
             ch.desired_on = ch.relay_on
             channels.append(ch)
     return channels
+
+
+def _zone_max_off_s(water_cycle: dict[str, Any]) -> float | None:
+    recirc = water_cycle.get("recirc") if isinstance(water_cycle, dict) else None
+    minutes = recirc.get("max_recirc_off_minutes") if isinstance(recirc, dict) else None
+    return float(minutes) * 60.0 if isinstance(minutes, int | float) and minutes > 0 else None

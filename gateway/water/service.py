@@ -1,7 +1,8 @@
 """The async shell of the water model: per zone, the water-change machine and NC recirculation.
 
-Ticked once a second by the automation scheduler; every pump start goes through the safety service's
-interlock. The machine's state is persisted in ``kv_state`` so a restart resumes safely (``cycle.resume``).
+Ticked once a second by the automation scheduler; every pump switch goes through the safety gate (the
+interlock for starts; NC recirculation OFF only on a bounded lease). The machine's state is persisted in
+``kv_state`` so a restart resumes safely (``cycle.resume``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from zoneinfo import ZoneInfo
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metric_types import Metric
+from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings
+from gateway.safety.gate import SafetyGate
 from gateway.safety.rules import RaiseAlert, ResolveAlert
-from gateway.safety.service import SafetyService
 from gateway.store.db import Database
-from gateway.water.config import WaterCycleConfig, water_cycle_from_dict
+from gateway.water.config import WaterChangeConfig, WaterCycleConfig, water_cycle_from_dict
 from gateway.water.cycle import (
     PersistState,
     RecordEvent,
@@ -54,7 +56,7 @@ class WaterService:
     def __init__(
         self,
         zones: dict[str, tuple[int, dict[str, Any]]],
-        safety: SafetyService,
+        gate: SafetyGate,
         db: Database,
         alerts: Alerts,
         latest: LatestReadings,
@@ -62,7 +64,8 @@ class WaterService:
         timezone: str,
         tick_s: float = 1.0,
     ) -> None:
-        self._safety = safety
+        self._gate = gate
+        self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
         self._db = db
         self._alerts = alerts
         self._latest = latest
@@ -125,9 +128,9 @@ class WaterService:
         requests, zw.requests = zw.requests, set()
         return WaterInputs(
             water_level=None if level is None else level.value,
-            level_age_s=None if level is None else now - level.received_mono,
+            level_age_s=None if level is None else now - level.taken_mono,
             ec=None if ec is None else ec.value,
-            ec_age_s=None if ec is None else now - ec.received_mono,
+            ec_age_s=None if ec is None else now - ec.taken_mono,
             can_run_drain=drain[0],
             can_run_fill=fill[0],
             operator_start="start" in requests,
@@ -137,12 +140,12 @@ class WaterService:
         )
 
     async def _can_run(self, zw: ZoneWater, role: str) -> tuple[bool, str | None]:
-        ch = self._safety.channel_by_role(zw.zone_id, role)
+        ch = self._gate.channel_by_role(zw.zone_id, role)
         if ch is None:
             return False, f"no_{role}_pump"
         if ch.relay_on:
             return True, None
-        decision = await self._safety.can_run_pump(zw.zone_id, ch.channel)
+        decision = await self._gate.can_start(zw.zone_id, ch.channel, ch.node_uid)
         return decision.allowed, None if decision.allowed else decision.reason
 
     async def _apply(self, zw: ZoneWater, actions: list[Any]) -> None:
@@ -165,24 +168,31 @@ class WaterService:
                 await self._alerts.resolve(action.code, zone_id=zw.zone_id, scope=action.scope)
 
     async def _set_pump(self, zw: ZoneWater, role: str, on: bool) -> None:
-        ch = self._safety.channel_by_role(zw.zone_id, role)
+        ch = self._gate.channel_by_role(zw.zone_id, role)
         if ch is None:
             log.error("zone %s has no %s pump configured", zw.zone_uid, role)
             return
-        decision = await self._safety.set_pump(zw.zone_id, ch.channel, on, source="water_cycle")
+        # The water change holds the NC recirculation OFF only for its drain and fill time-outs.
+        lease = _water_change_lease_s(zw.cfg.water_change) if role == "recirc" and not on else None
+        decision = await self._gate.switch(ch, on, source="water_cycle", off_lease_s=lease)
         if not decision.allowed:
             log.warning("water cycle %s: %s %s refused: %s", zw.zone_uid, role, "ON" if on else "OFF", decision.reason)
 
     async def _recirc(self, zw: ZoneWater, local_now: datetime) -> None:
-        zw.recirc, decision = decide_recirc(zw.cfg, zw.recirc, local_now, self._clock.monotonic())
-        if decision is RecircDecision.LEAVE_ALONE:
-            return
-        ch = self._safety.channel_by_role(zw.zone_id, "recirc")
-        if ch is None or ch.relay is None:
+        ch = self._gate.channel_by_role(zw.zone_id, "recirc")
+        relay_on = None if ch is None else ch.relay_on
+        zw.recirc, decision = decide_recirc(zw.cfg, zw.recirc, local_now, self._clock.monotonic(), relay_on)
+        if decision is RecircDecision.LEAVE_ALONE or ch is None:
             return
         want_on = decision is RecircDecision.ON
         if want_on != ch.relay_on:
-            await self._safety.set_pump(zw.zone_id, ch.channel, want_on, source="recirc_duty")
+            lease = None if want_on else zw.cfg.recirc.max_recirc_off_minutes * 60.0
+            result = await self._gate.switch(ch, want_on, source="recirc_duty", off_lease_s=lease)
+            if not result.allowed:
+                self._ratelog.warn(
+                    f"recirc:{zw.zone_uid}", "zone %s: recirculation ON refused (%s); retried every tick",
+                    zw.zone_uid, result.reason,
+                )
 
     async def _persist(self, zw: ZoneWater) -> None:
         await self._db.put_state(f"water.{zw.zone_uid}", zw.state.to_dict(), self._clock.time())
@@ -215,3 +225,8 @@ class WaterService:
     def snapshot(self) -> dict[str, Any]:
         """Per zone water state for the status page."""
         return {uid: {**zw.state.to_dict(), "recirc": zw.recirc.to_dict()} for uid, zw in self.zones.items()}
+
+
+def _water_change_lease_s(wc: WaterChangeConfig) -> float:
+    """How long a water change may hold the NC recirculation OFF: its drain and fill time-outs, plus a minute."""
+    return (wc.drain_timeout_min + wc.fill_timeout_min + 1.0) * 60.0

@@ -69,16 +69,10 @@ async def test_api_command_reaches_node_and_follows_its_responses(make_settings)
         node.close()
 
 
-async def test_error_response_fails_command_and_calls_alert_hook(make_settings):
+async def test_error_response_fails_command_alerts_and_locks_that_node_pump(make_settings):
     async with run_gateway(make_settings()) as gw:
-        seen = []
-
-        async def hook(record, code, details):
-            seen.append((record["cmd_id"], code, details))
-
-        gw.commands.error_hooks.append(hook)
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_recirc", "run_pump", {}, node_uid="nd-water-1")
+        rec = await gw.commands.submit("zone-a", "pump_recirc", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
         resp = {
             "cmd": "run_pump",
             "cmd_id": rec["cmd_id"],
@@ -87,10 +81,11 @@ async def test_error_response_fails_command_and_calls_alert_hook(make_settings):
             "details": {"channel": "pump_recirc", "current_ma": 2300, "threshold_ma": 1500},
         }
         await asyncio.to_thread(node.publish, "hydro/gh1/zone-a/nd-water-1/pump_recirc/command_response", resp)
-        await eventually(lambda: seen)
+        await eventually(lambda: "node:nd-water-1/pump_recirc" in gw.gate.locked_pumps())
         record = await gw.commands.get(rec["cmd_id"])
         assert record["status"] == "FAILED" and record["error_code"] == "overcurrent"
-        assert seen[0][1] == "overcurrent" and seen[0][2]["current_ma"] == 2300
+        alerts = [a for a in await gw.alerts.active() if a["code"] == "biz_overcurrent"]
+        assert alerts[0]["scope"] == "pump_recirc" and alerts[0]["details"]["current_ma"] == 2300
         node.close()
 
 
@@ -105,7 +100,7 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
             {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1"},
         )
         await eventually(lambda: gw.registry.get("nd-ph-1"))
-        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {}, node_uid="nd-water-1")
+        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
         await asyncio.to_thread(
             other.publish,
             "hydro/gh1/zone-a/nd-ph-1/pump_drain/command_response",
@@ -128,7 +123,7 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
 async def test_sweeper_times_out_unanswered_commands(make_settings):
     async with run_gateway(make_settings(commands={"timeout_s": 0.3, "sweep_interval_s": 0.05})) as gw:
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {}, node_uid="nd-water-1")
+        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
         await eventually(lambda: _status_is(gw, rec["cmd_id"], "TIMEOUT"), timeout=5)
         node.close()
 
@@ -139,9 +134,10 @@ async def test_api_validation_and_auth(make_settings):
         assert status == 401
         status, body = await _post(gw, {"cmd": 5, "params": []})
         assert status == 422 and len(body["problems"]) == 3
-        status, body = await _post(gw, {"channel": "x", "cmd": "run_pump", "node_uid": "ghost"})
+        run = {"channel": "x", "cmd": "run_pump", "params": {"duration_s": 5}}
+        status, body = await _post(gw, {**run, "node_uid": "ghost"})
         assert status == 404
-        status, body = await _post(gw, {"channel": "x", "cmd": "run_pump", "node_uid": "nd-ph-2"})
+        status, body = await _post(gw, {**run, "node_uid": "nd-ph-2"})
         assert status == 404  # nd-ph-2 never said hello: unknown node
 
 
@@ -149,9 +145,13 @@ async def test_in_flight_commands_are_resent_after_restart(make_settings):
     settings = make_settings()
     async with run_gateway(settings) as gw:
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {}, node_uid="nd-water-1")
+        rec = await gw.commands.submit("zone-a", "pump_drain", "stop_pump", {}, node_uid="nd-water-1")
+        run = await gw.commands.submit("zone-a", "pump_fill", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
         node.close()
     async with run_gateway(settings) as gw:
+        # An actuating command passes the interlock again as things are now: no fresh level after the restart.
+        refused = await gw.commands.get(run["cmd_id"])
+        assert refused["status"] == "FAILED" and refused["details"] == {"reason": "level_unavailable"}
         node = PahoNode("nd-water-1-b", gw.broker.port)
         await asyncio.to_thread(node.connect)
         await asyncio.to_thread(node.subscribe, "hydro/gh1/zone-a/nd-water-1/+/command")

@@ -26,9 +26,9 @@ async def test_jammed_node_pump_answers_overcurrent_and_locks_its_channel(tmp_pa
         assert record["error_code"] == "overcurrent" and record["details"]["current_ma"] == 2300
         alerts = await eventually(lambda: gw.alerts.active(zone_a, any_zone=False))
         assert [(a["code"], a["scope"]) for a in alerts] == [("biz_overcurrent", "pump_irrigation")]
-        assert gw.safety.channel(zone_a, "pump_irrigation").lock_code == "biz_overcurrent"
+        assert gw.gate.locked_pumps() == {"node:nd-a-water/pump_irrigation": "biz_overcurrent"}
         try:
-            await gw.commands.submit("zone-a", "pump_irrigation", "run_pump", {}, node_uid="nd-a-water")
+            await gw.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 1}, node_uid="nd-a-water")
         except CommandRefused as exc:
             assert exc.reason == "locked:biz_overcurrent"
         else:

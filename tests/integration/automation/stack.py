@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock, ManualClock
-from gateway.commands import CommandService, Decision
+from gateway.commands import CommandService
+from gateway.metric_types import Metric
 from gateway.metrics import Metrics
+from gateway.readings import LatestReadings, Reading
 from gateway.registry import Registry
-from gateway.settings import NodeConfig, ZoneConfig
+from gateway.safety.gate import SafetyGate
+from gateway.settings import NodeConfig, SafetySection, ZoneConfig
 from gateway.store.db import Database
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
@@ -48,16 +51,6 @@ class FakeZoneState:
         return zone_id in self.locked_zones
 
 
-class SwitchGate:
-    """An interlock that refuses pump starts while ``deny`` holds a reason."""
-
-    def __init__(self) -> None:
-        self.deny: str | None = None
-
-    async def can_run_pump(self, zone_id: int, channel: str) -> Decision:
-        return Decision(False, self.deny) if self.deny else Decision(True)
-
-
 @dataclass
 class Stack:
     """The wired parts."""
@@ -68,7 +61,24 @@ class Stack:
     registry: Registry
     commands: CommandService
     publish: Any
-    gate: SwitchGate = field(default_factory=SwitchGate)
+    gate: SafetyGate
+    latest: LatestReadings
+
+    def set_level(self, zone_id: int, level: float) -> None:
+        """The zone's tank level as the water node would report it (now)."""
+        self.latest.update(zone_id, Metric.WATER_LEVEL, Reading(level, self.clock.monotonic(), self.clock.time(), 0,
+                                                                None))
+
+    async def run_dry(self, zone_uid: str) -> None:
+        """The tank is (almost) empty: the real interlock refuses every pump start with ``dry_run``."""
+        self.set_level(await self.zone_id(zone_uid), 2.0)
+
+    async def refill(self, zone_uid: str) -> None:
+        """The tank is full again and the operator resolved the dry-run alert."""
+        zid = await self.zone_id(zone_uid)
+        self.set_level(zid, 80.0)
+        for alert in await self.alerts.active(zid, any_zone=False):
+            await self.alerts.resolve(alert["code"], zone_id=zid, scope=alert["scope"], by="test")
 
     async def zone_id(self, uid: str) -> int:
         zid = self.registry.zone_id(uid)
@@ -95,9 +105,14 @@ async def open_stack(path: Path, zones: Sequence[ZoneConfig], nodes: Sequence[No
     await registry.apply_config(zones, nodes)
     for n in nodes:
         await registry.register({"hardware_id": n.hardware_id, "node_type": n.node_type, "fw_version": "1.0"}, n.uid)
-    commands = CommandService(db, alerts, registry, clock, metrics, publish, "gh1", 30.0)
-    stack = Stack(db, clock, alerts, registry, commands, publish)
-    commands.gate = stack.gate
+    latest = LatestReadings()
+    # The real gate with no gateway relays; readings never go stale here (tests advance the clock by hours).
+    gate = SafetyGate([], db, alerts, latest, clock, metrics, SafetySection(stale_after_s=1e9), publish, registry,
+                      "gh1")
+    commands = CommandService(db, alerts, registry, clock, metrics, gate, 30.0)
+    stack = Stack(db, clock, alerts, registry, commands, publish, gate, latest)
+    for zid in registry.zone_uids().values():
+        stack.set_level(zid, 80.0)
     return stack
 
 

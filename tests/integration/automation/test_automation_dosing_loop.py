@@ -13,7 +13,6 @@ import pytest
 
 from gateway.automation.dosing import DosingConfig, Param
 from gateway.automation.dosing_service import DosingService, LatestReadingsSource, TelemetryLastSource
-from gateway.automation.sim_loop import SimDoser, TankPublish
 from gateway.automation.zones import zone_plans
 from gateway.clock import ManualClock
 from gateway.metric_types import Metric
@@ -22,6 +21,7 @@ from gateway.readings import LatestReadings, Reading
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from gateway.sim.tank import TankSim
 from gateway.writer import SampleRow, TelemetryWriter
+from tests.fakes.sim_doser import SimDoser, TankPublish
 from tests.integration.automation.stack import FakeZoneState, Recorder, Stack, open_stack
 
 UTC = ZoneInfo("UTC")
@@ -180,12 +180,12 @@ async def test_no_dosing_without_circulation_under_a_lock_or_with_stale_readings
 
 async def test_a_refused_dose_is_not_counted_and_waits(tmp_path: Path) -> None:
     loop = await _loop(tmp_path, ph=6.6)
-    loop.stack.gate.deny = "biz_overcurrent active"
+    await loop.stack.run_dry("zone-a")
     await loop.run(300)
     rows = await loop.stack.db.fetchall("SELECT status, error_code FROM commands WHERE cmd='dose'")
     assert [(r["status"], r["error_code"]) for r in rows] == [("FAILED", "interlock")]
     assert await _doses(loop) == [] and len(await loop.stack.events("COMMAND_REFUSED")) == 1
-    loop.stack.gate.deny = None
+    await loop.stack.refill("zone-a")
     await loop.run(loop.service.config.cooldown_s + 60)
     assert len(await _doses(loop)) == 1
     await loop.stack.close()

@@ -78,7 +78,7 @@ async def test_irrigation_and_lights_follow_local_time_through_spring_forward(tm
         await advance_settled(stack.clock, 3 * 86_400 - 120, 60, parked(sched, stack.clock))
     assert _local(rec.commands("run_pump")) == ["03-28 08:00", "03-28 18:00", "03-29 08:00", "03-29 18:00",
                                                "03-30 08:00", "03-30 18:00"]
-    lights = [(when, b["params"]["on"]) for when, (_, b) in zip(_local(rec.commands("set_relay")),
+    lights = [(when, b["params"]["state"] == "ON") for when, (_, b) in zip(_local(rec.commands("set_relay")),
                                                                  rec.commands("set_relay"), strict=True)]
     # At start (00:00) the lamp is set to what the phase wants now: off.
     assert lights == [("03-28 00:00", False), ("03-28 06:00", True), ("03-28 22:00", False),
@@ -112,7 +112,7 @@ async def test_after_downtime_lights_are_applied_and_old_irrigation_is_skipped(t
     sched = _scheduler(stack, recipe)
     async with _running(sched, clock):
         await advance_settled(clock, 20 * 60, 60, parked(sched, clock))  # up until 07:20, lights off
-    assert [b["params"] for _, b in rec.commands()] == [{"on": False}]
+    assert [b["params"] for _, b in rec.commands()] == [{"state": "OFF"}]
     await clock.advance(4 * 3600 + 50 * 60)  # gateway down until 12:10: missed 07:30 on, 08:00, 12:00, 12:05
     rec.messages.clear()
     metrics = Metrics()
@@ -122,7 +122,7 @@ async def test_after_downtime_lights_are_applied_and_old_irrigation_is_skipped(t
     assert metrics.registry.get_sample_value("hydro_schedule_skipped_runs_total", {"job": "irrigation:zone-a"}) == 1
     assert metrics.registry.get_sample_value("hydro_schedule_runs_total", {"job": "irrigation:zone-a"}) == 1
     assert [(b["cmd"], b["params"]) for _, b in rec.commands()] == [
-        ("run_pump", {"duration_s": 60.0}), ("set_relay", {"on": True})]
+        ("run_pump", {"duration_s": 60.0}), ("set_relay", {"state": "ON"})]
     irrigation = (await stack.events("IRRIGATION"))[-1]["details"]
     assert irrigation["scheduled_at"].startswith("2026-05-04T12:05") and irrigation["late_s"] >= 300
     skipped = [e["details"]["scheduled_at"][:16] for e in await stack.events("IRRIGATION_SKIPPED")]
@@ -134,7 +134,7 @@ async def test_after_downtime_lights_are_applied_and_old_irrigation_is_skipped(t
     sched = _scheduler(stack, recipe)
     async with _running(sched, clock):
         await advance_settled(clock, 60, 60, parked(sched, clock))
-    assert [(b["cmd"], b["params"]) for _, b in rec.commands()] == [("set_relay", {"on": True})]
+    assert [(b["cmd"], b["params"]) for _, b in rec.commands()] == [("set_relay", {"state": "ON"})]
     await stack.close()
 
 
@@ -143,16 +143,16 @@ async def test_refused_irrigation_is_recorded_and_the_schedule_goes_on(tmp_path:
     stack = await _stack(tmp_path, _wall(day, 7))
     clock = stack.clock
     assert isinstance(clock, ManualClock)
-    stack.gate.deny = "biz_dry_run active"
+    await stack.run_dry("zone-a")
     sched = _scheduler(stack, _recipe("08:00,09:00", lights=None))
     async with _running(sched, clock):
         await advance_settled(clock, 3600 + 60, 60, parked(sched, clock))
-        stack.gate.deny = None
+        await stack.refill("zone-a")
         await advance_settled(clock, 3600, 60, parked(sched, clock))
     rows = await stack.db.fetchall("SELECT status, error_code FROM commands WHERE cmd='run_pump' ORDER BY id")
     assert [(r["status"], r["error_code"]) for r in rows] == [("FAILED", "interlock"), ("SENT", None)]
     refused = await stack.events("COMMAND_REFUSED")
-    assert refused[0]["details"]["reason"] == "biz_dry_run active"
+    assert refused[0]["details"]["reason"] == "dry_run"
     assert len(await stack.events("IRRIGATION")) == 1
     await stack.close()
 

@@ -72,8 +72,8 @@ async def test_the_service_runs_everything_on_one_clock(tmp_path: Path) -> None:
     berlin = ZoneInfo(TZ)
     cmds = [(datetime.fromtimestamp(b["ts"], berlin).strftime("%H:%M"), b["cmd"], b["params"])
             for _, b in rec.commands()]
-    assert [c for c in cmds if c[1] == "set_relay"] == [("05:00", "set_relay", {"on": False}),
-                                                        ("06:00", "set_relay", {"on": True})]
+    assert [c for c in cmds if c[1] == "set_relay"] == [("05:00", "set_relay", {"state": "OFF"}),
+                                                        ("06:00", "set_relay", {"state": "ON"})]
     assert [c for c in cmds if c[1] == "run_pump"] == [("08:00", "run_pump", {"duration_s": 45.0})]
     # The pH reading (6.6) is fresh for the first ticks only: one dose, then no fresh data, no more doses.
     doses = [c for c in cmds if c[1] == "dose"]

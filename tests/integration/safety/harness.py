@@ -17,8 +17,10 @@ from gateway.metric_types import Metric
 from gateway.metrics import Metrics
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import Registry
-from gateway.safety.channels import build_channels
+from gateway.safety.channels import PumpChannel, build_channels
+from gateway.safety.gate import SafetyGate
 from gateway.safety.service import SafetyService
+from gateway.safety.usage import UsageLogger
 from gateway.settings import Settings, settings_from_mapping
 from gateway.sim.demo import ZoneSim, demo_config
 from gateway.store.db import Database
@@ -46,6 +48,15 @@ class Harness:
     zone_id: int
     feed_flow: bool = True
     feed_level: bool = True
+
+    @property
+    def gate(self) -> SafetyGate:
+        return self.safety.gate
+
+    def ch(self, role: str) -> PumpChannel:
+        ch = self.gate.channel_by_role(self.zone_id, role)
+        assert ch is not None
+        return ch
 
     @property
     def gw(self) -> Any:
@@ -88,7 +99,7 @@ class Harness:
 
 
 async def make_harness(tmp_path: Path, clock: ManualClock | None = None, water_change: dict[str, Any] | None = None,
-                       **safety: Any) -> Harness:
+                       publish: Any = None, **safety: Any) -> Harness:
     cfg = demo_config(tmp_path / "data")
     for zone in cfg["zones"]:
         zone["water_cycle"]["water_change"].update(water_change or {})
@@ -105,14 +116,15 @@ async def make_harness(tmp_path: Path, clock: ManualClock | None = None, water_c
     latest = LatestReadings()
     channels = build_channels(settings, registry.zone_uids(), hardware)
     watchdog = hardware.make_watchdog(clock, SystemdNotifier())
-    service = SafetyService(channels, db, alerts, latest, clock, metrics, settings.safety, watchdog)
-    await service.load_locks()
+    gate = SafetyGate(channels, db, alerts, latest, clock, metrics, settings.safety, publish or _no_publish,
+                      registry, "gh-demo", watchdog)
+    service = SafetyService(gate, alerts, latest, clock, metrics, settings.safety.poll_hz, UsageLogger(db, clock),
+                            watchdog)
+    await service.load()
     zones = {z.uid: (registry.zone_uids()[z.uid], z.water_cycle) for z in settings.zones}
-    water = WaterService(zones, service, db, alerts, latest, clock, settings.gateway.timezone)
+    water = WaterService(zones, gate, db, alerts, latest, clock, settings.gateway.timezone)
     await water.load()
-    commands = CommandService(db, alerts, registry, clock, metrics, _no_publish, "gh-demo")
-    commands.gate = service
-    commands.local = service
+    commands = CommandService(db, alerts, registry, clock, metrics, gate, on_error=service.on_command_error)
     zone = ZoneSim("zone-a", "a", seed=3)
     zone.tank.noise = False
     return Harness(settings, clock, db, alerts, latest, hardware, service, water, commands, zone,

@@ -23,10 +23,10 @@ async def test_overcurrent_stops_nc_pump_in_the_same_tick_and_locks(tmp_path):
         await h.safety.tick()
         assert not recirc.pump_on and recirc.coil_energised  # held OFF by energising the NC coil
         assert await h.active_codes() == ["biz_overcurrent"]
-        ch = h.safety.channel(h.zone_id, "a-recirc")
-        assert ch.lock_code == "biz_overcurrent"
+        ch = h.ch("recirc")
+        assert h.gate.lock_of(ch) == "biz_overcurrent"
         assert "SAFETY_STOP" in await h.events() and "SAFETY_LOCK" in await h.events()
-        decision = await h.safety.set_pump(h.zone_id, "a-recirc", True, source="test")
+        decision = await h.gate.switch(h.ch("recirc"), True, source="test")
         assert not decision.allowed and decision.reason == "locked:biz_overcurrent"
         assert not recirc.pump_on
         # the operator fixes the pump and resets
@@ -34,7 +34,7 @@ async def test_overcurrent_stops_nc_pump_in_the_same_tick_and_locks(tmp_path):
         assert await h.safety.reset("zone-a", by="operator:anna") == ["biz_overcurrent"]
         assert await h.active_codes() == []
         assert (await h.alerts.events())[0]["details"]["by"] == "operator:anna"
-        assert (await h.safety.set_pump(h.zone_id, "a-recirc", True, source="test")).allowed
+        assert (await h.gate.switch(h.ch("recirc"), True, source="test")).allowed
         await h.run_for(1.0)
         assert recirc.pump_on and await h.active_codes() == []
     finally:
@@ -45,17 +45,17 @@ async def test_lock_survives_restart(tmp_path):
     h = await make_harness(tmp_path)
     h.zone.tank.inject(Fault.JAMMED, "recirc")
     await h.run_for(0.3)
-    assert h.safety.channel(h.zone_id, "a-recirc").lock_code == "biz_overcurrent"
+    assert h.gate.lock_of(h.ch("recirc")) == "biz_overcurrent"
     await h.close()
     h2 = await make_harness(tmp_path)
     try:
-        ch = h2.safety.channel(h2.zone_id, "a-recirc")
-        assert ch.lock_code == "biz_overcurrent"
+        ch = h2.ch("recirc")
+        assert h2.gate.lock_of(ch) == "biz_overcurrent"
         assert not h2.relay("recirc").pump_on  # restored lock holds the NC pump off
-        assert not (await h2.safety.can_run_pump(h2.zone_id, "a-recirc")).allowed
+        assert not (await h2.gate.can_start(h2.zone_id, "a-recirc")).allowed
         await h2.safety.reset("zone-a", by="operator")
         h2.sensors_now()  # a fresh level reading: the interlock never starts a pump blind
-        assert (await h2.safety.can_run_pump(h2.zone_id, "a-recirc")).allowed
+        assert (await h2.gate.can_start(h2.zone_id, "a-recirc")).allowed
     finally:
         await h2.close()
 
@@ -68,7 +68,7 @@ async def test_dry_tank_stops_running_pump_and_blocks_starts(tmp_path):
         await h.run_for(0.5)
         assert not h.relay("recirc").pump_on
         assert "biz_dry_run" in await h.active_codes()
-        decision = await h.safety.can_run_pump(h.zone_id, "a-drain")
+        decision = await h.gate.can_start(h.zone_id, "a-drain")
         assert not decision.allowed and decision.reason.startswith("alert:")
     finally:
         await h.close()
@@ -85,7 +85,7 @@ async def test_flow_stuck_at_zero_trips_no_flow_after_grace(tmp_path):
         await h.run_for(2.0)
         assert not h.relay("recirc").pump_on
         assert await h.active_codes() == ["biz_no_flow"]
-        assert h.safety.channel(h.zone_id, "a-recirc").lock_code == "biz_no_flow"
+        assert h.gate.lock_of(h.ch("recirc")) == "biz_no_flow"
     finally:
         await h.close()
 
@@ -110,11 +110,11 @@ async def test_stuck_relay_raises_pump_stuck_on(tmp_path):
     try:
         await h.run_for(0.5)
         h.zone.tank.inject(Fault.STUCK_RELAY, "recirc")
-        await h.safety.set_pump(h.zone_id, "a-recirc", False, source="test")
+        await h.gate.switch(h.ch("recirc"), False, source="test")
         assert h.relay("recirc").coil_energised  # we command OFF ...
         await h.run_for(8.0)  # ... but current and flow stay up past the settle time
         assert await h.active_codes() == ["biz_pump_stuck_on"]
-        assert h.safety.channel(h.zone_id, "a-recirc").lock_code == "biz_pump_stuck_on"
+        assert h.gate.lock_of(h.ch("recirc")) == "biz_pump_stuck_on"
     finally:
         await h.close()
 
@@ -123,7 +123,7 @@ async def test_drain_without_level_change_is_no_flow(tmp_path):
     h = await make_harness(tmp_path)
     try:
         await h.run_for(0.5)
-        assert (await h.safety.set_pump(h.zone_id, "a-drain", True, source="test")).allowed
+        assert (await h.gate.switch(h.ch("drain"), True, source="test")).allowed
         h.zone.tank.inject(Fault.JAMMED, "drain")  # jammed drain: no flow ... and overcurrent first
         await h.run_for(0.3)
         assert not h.relay("drain").pump_on
@@ -159,9 +159,9 @@ async def test_every_start_path_is_refused_while_locked(tmp_path):
 async def test_watchdog_drops_coils_when_the_loop_stalls(tmp_path):
     h = await make_harness(tmp_path)
     try:
-        h.sensors_now()
-        await h.safety.set_pump(h.zone_id, "a-recirc", False, source="test")  # NC coil energised
-        assert (await h.safety.set_pump(h.zone_id, "a-fill", True, source="test")).allowed
+        await h.run_for(0.5)  # the INA209s have been read: the fill pump's protections can see
+        await h.gate.switch(h.ch("recirc"), False, source="test")  # NC coil energised
+        assert (await h.gate.switch(h.ch("fill"), True, source="test")).allowed
         assert h.relay("recirc").coil_energised and h.relay("fill").coil_energised
         import asyncio
 
