@@ -65,9 +65,14 @@ _SESSION_FIELDS = ("will_flag", "will_message", "will_topic", "will_qos", "will_
                    "password", "remote_address", "remote_port", "ssl_object")
 
 
+def _well_formed_topic(topic: str) -> bool:
+    # [MQTT-4.7.3-1] non-empty, [MQTT-3.3.2-2] no wildcards: anything else is a protocol violation.
+    return bool(topic) and "#" not in topic and "+" not in topic
+
+
 def _valid_publish_topic(topic: str) -> bool:
-    # [MQTT-4.7.3-1] non-empty, [MQTT-3.3.2-2] no wildcards, and $-topics belong to the server [MQTT-4.7.2-1].
-    return bool(topic) and "#" not in topic and "+" not in topic and not topic.startswith("$")
+    # Well formed, and not a $-topic: those belong to the server [MQTT-4.7.2-1].
+    return _well_formed_topic(topic) and not topic.startswith("$")
 
 
 async def _close(writer: WriterAdapter, transport: asyncio.WriteTransport | None) -> None:
@@ -280,9 +285,18 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     # ------------------------------------------------------------------ inbound
     async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int,
                     retain: bool) -> None:
-        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain."""
-        if not _valid_publish_topic(topic):
+        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain.
+
+        Returning without queueing drops the message (not routed, not retained); the handler still
+        acknowledges it, as MQTT 3.1.1 has no negative PUBACK and an unacknowledged QoS 1 message would
+        be re-sent forever. Only a malformed topic (empty, wildcards) ends the connection.
+        """
+        if not _well_formed_topic(topic):
             raise ProtocolViolation("invalid_topic", repr(topic))
+        if topic.startswith("$"):
+            # $-topics belong to the server [MQTT-4.7.2-1]: a client's is dropped, not routed to "$SYS/#".
+            self.note("dollar_topic", handler.who, topic)
+            return
         session = handler.session
         allowed = handler.acl_cache.get(topic)
         if allowed is None:
@@ -291,7 +305,9 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                 handler.acl_cache.clear()
             handler.acl_cache[topic] = allowed
         if not allowed:
-            self.note("acl_publish", handler.who, topic)
+            # A client trying to command a node (or rewrite its config) gets its own reason: an operator
+            # should see that someone bypasses the HTTP API, not one more denied publish.
+            self.note("acl_gateway_topic" if self.acl.gateway_only(topic) else "acl_publish", handler.who, topic)
             return
         bucket = handler.bucket
         if bucket is not None:
