@@ -2,7 +2,9 @@
 
 Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 - clients over ``max_connections`` wait on a semaphore and never get a CONNACK → CONNACK 3 "server
-  unavailable", counted; a client that never sends CONNECT held its slot forever → connect timeout;
+  unavailable", counted; a client that never sends CONNECT held its slot forever → connect timeout, and
+  pre-login connections are bounded per IP and overall (``prelogin.py``) and not counted against
+  ``max_connections``, so half-open sockets cannot keep nodes out;
 - on CONNECT, retained messages are pushed for every filter any client subscribed to, bypassing the ACL and
   duplicating the offline queue (broker.py ~599–602 and 1134–1158; upstream #14) → retained messages go out
   only for the client's own accepted SUBSCRIBE [MQTT-3.3.1-6], and a resumed session gets its queue once;
@@ -46,6 +48,7 @@ from gateway.broker.limits import BrokerLimits
 from gateway.broker.messages import InboundMessage, MessageSink
 from gateway.broker.outbox import Outbox, Outgoing
 from gateway.broker.pacing import Turnstile
+from gateway.broker.prelogin import PreLoginGate
 from gateway.broker.wire import (
     ACCEPTED,
     BAD_USERNAME_PASSWORD,
@@ -104,7 +107,10 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue(self.limits.broadcast_queue_max)
         self._dispatcher: asyncio.Task[None] | None = None
         self._routes: dict[str, tuple[tuple[Session, int], ...]] = {}
-        self._connections = 0
+        self._connections = 0  # TCP connections, pre-login ones included
+        self._established = 0  # connections past CONNECT: what max_connections bounds
+        self._prelogin = PreLoginGate(self.limits.prelogin_max, self.limits.prelogin_max_per_ip,
+                                      self.limits.prelogin_pressure_at, self.limits.connect_timeout_pressure_s)
         self._closing = False
         self._turnstile = Turnstile()
         self._ratelog = RateLimitedLog(log, 60.0, self.clock.monotonic)
@@ -164,29 +170,48 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                                 transport: asyncio.WriteTransport | None = None) -> None:
         if listener_name not in self._servers:
             raise BrokerError(f"Invalid listener name '{listener_name}'")
-        over_limit = self._connections >= self.limits.max_connections
         self._connections += 1
         try:
-            await self._serve(reader, writer, transport, over_limit)
+            await self._serve(reader, writer, transport)
         finally:
             self._connections -= 1
 
-    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.WriteTransport | None,
-                     over_limit: bool) -> None:
+    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter,
+                     transport: asyncio.WriteTransport | None) -> None:
         peer = writer.get_peer_info()
-        who = f"{peer[0]}:{peer[1]}" if peer else "?"
+        ip = str(peer[0]) if peer else "?"
+        who = f"{ip}:{peer[1]}" if peer else "?"
+        loop = asyncio.get_running_loop()
+        pending = None
         try:
-            async with asyncio.timeout(self.limits.connect_timeout_s):
-                handler, session = await GatewayProtocolHandler.init_from_connect(reader, writer,
-                                                                                 self.plugins_manager)
+            async with asyncio.timeout(self.limits.connect_timeout_s) as deadline:
+                # Bounded per IP and overall, so half-open sockets cannot keep a node from connecting.
+                pending = self._prelogin.enter(ip, deadline, loop.time())
+                try:
+                    handler, session = await GatewayProtocolHandler.init_from_connect(reader, writer,
+                                                                                     self.plugins_manager)
+                finally:
+                    self._prelogin.leave(pending)
         except TimeoutError:
-            self.note("connect_timeout", who)
+            self.note(pending.reason if pending is not None else "connect_timeout", ip)
             await _close(writer, transport)
             return
         except (AMQTTError, MQTTError, NoDataError, ValueError, asyncio.IncompleteReadError, OSError) as exc:
             self.note("bad_connect", who, repr(exc))
             await _close(writer, transport)
             return
+        # Only connections past CONNECT count against max_connections: the pre-login ones have their own
+        # bounds, and counting them here let 200 silent sockets refuse every node (CONNACK 3).
+        over_limit = self._established >= self.limits.max_connections
+        self._established += 1
+        try:
+            await self._serve_session(handler, session, reader, writer, transport, over_limit)
+        finally:
+            self._established -= 1
+
+    async def _serve_session(self, handler: GatewayProtocolHandler, session: Session, reader: ReaderAdapter,
+                             writer: WriterAdapter, transport: asyncio.WriteTransport | None,
+                             over_limit: bool) -> None:
         who = str(session.username or session.client_id)
         await self._turnstile.wait()  # one session set up per loop iteration, however many CONNECTs arrive
         if over_limit:
@@ -487,6 +512,8 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         sessions = [session for session, _ in self._sessions.values()]
         return {
             "connections": self._connections,
+            "prelogin": len(self._prelogin),
+            "prelogin_seen": self._prelogin.entered,
             "clients_connected": sum(1 for s in sessions if s.transitions.state == "connected"),
             "sessions": len(sessions),
             "subscriptions": sum(len(v) for v in self._subscriptions.values()),
