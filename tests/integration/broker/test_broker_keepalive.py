@@ -20,11 +20,12 @@ async def test_client_silent_behind_an_open_socket_is_cut_after_one_and_a_half_k
     started = loop.time()
     assert await silent.connect("nd-ph-1", keepalive=1, will=(STATUS, OFFLINE)) == (0, False)
 
-    await eventually(lambda: sink.on(STATUS), timeout=5)
+    await eventually(lambda: sink.on(STATUS), timeout=30)
+    # Never before 1.5 × keepalive; a busy machine can only make it later, so no upper bound is asserted.
     elapsed = loop.time() - started
-    assert 1.4 <= elapsed < 2.5, elapsed
+    assert elapsed >= 1.4, elapsed
     assert sink.on(STATUS)[0].payload == OFFLINE
-    assert await silent.closed_by_server(timeout=2)
+    assert await silent.closed_by_server(timeout=10)
     assert broker.clients() == []
     assert broker.stats()["keepalive_expired"] == 1
 
