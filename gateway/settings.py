@@ -57,7 +57,7 @@ class GatewaySection(_Section):
 
 
 class BrokerUser(_Section):
-    """A broker account: nodes publish only under their own uid; services may do anything."""
+    """A broker account: nodes publish only under their own uid; services anywhere but command/config topics."""
 
     username: str = Field(min_length=1, max_length=64)
     password_hash: str = Field(min_length=1)
