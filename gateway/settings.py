@@ -84,7 +84,7 @@ class BrokerSection(_Section):
     # Pre-login connections (TCP open, CONNECT not yet received), see gateway/broker/prelogin.py.
     connect_timeout_s: float = Field(default=10.0, gt=0)
     prelogin_max: int = Field(default=256, ge=1)
-    prelogin_max_per_ip: int = Field(default=32, ge=1)
+    prelogin_max_per_ip: int = Field(default=64, ge=1)
     prelogin_pressure_at: int = Field(default=64, ge=0)
     connect_timeout_pressure_s: float = Field(default=2.0, gt=0)
 

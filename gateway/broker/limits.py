@@ -32,7 +32,7 @@ class BrokerLimits:
     # Over a bound the oldest pending one (of that IP / of the most crowded IP) is closed; above
     # ``prelogin_pressure_at`` each has ``connect_timeout_pressure_s`` instead of ``connect_timeout_s``.
     prelogin_max: int = 256
-    prelogin_max_per_ip: int = 32
+    prelogin_max_per_ip: int = 64
     prelogin_pressure_at: int = 64
     connect_timeout_pressure_s: float = 2.0
     session_expiry_s: float = 7 * 86400.0

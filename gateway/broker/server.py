@@ -78,6 +78,13 @@ def _valid_publish_topic(topic: str) -> bool:
     return _well_formed_topic(topic) and not topic.startswith("$")
 
 
+def _has_unread(reader: ReaderAdapter) -> bool:
+    # Bytes received but not read yet. asyncio.StreamReader has no public accessor; its _buffer has been
+    # there since 3.4, and if it ever goes away every connection simply counts as idle.
+    buffer = getattr(getattr(reader, "_reader", None), "_buffer", None)
+    return bool(buffer)
+
+
 async def _close(writer: WriterAdapter, transport: asyncio.WriteTransport | None) -> None:
     try:
         await asyncio.wait_for(writer.close(), 1.0)
@@ -186,7 +193,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         try:
             async with asyncio.timeout(self.limits.connect_timeout_s) as deadline:
                 # Bounded per IP and overall, so half-open sockets cannot keep a node from connecting.
-                pending = self._prelogin.enter(ip, deadline, loop.time())
+                pending = self._prelogin.enter(ip, deadline, loop.time(), lambda: _has_unread(reader))
                 try:
                     handler, session = await GatewayProtocolHandler.init_from_connect(reader, writer,
                                                                                      self.plugins_manager)

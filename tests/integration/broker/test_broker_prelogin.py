@@ -90,11 +90,11 @@ async def test_400_half_open_connections_do_not_keep_a_node_out_of_the_gateway(m
             assert (await node.connect(timeout=30))[0] == "Success"
             await node.publish("hydro/node_hello", HELLO)  # PUBACKed
             await eventually(lambda: gw.registry.get("nd-ph-1"), timeout=30)
-            # At most prelogin_max_per_ip (32) of them are waiting; the rest were closed and counted.
-            await eventually(lambda: gw.broker.stats().get("prelogin_ip_limit", 0) >= 400 - 32, timeout=30)
-            assert gw.broker.stats()["prelogin"] <= 32
+            # At most prelogin_max_per_ip (64) of them are waiting; the rest were closed and counted.
+            await eventually(lambda: gw.broker.stats().get("prelogin_ip_limit", 0) >= 400 - 64, timeout=30)
+            assert gw.broker.stats()["prelogin"] <= 64
             name = 'hydro_broker_refusals_total{reason="prelogin_ip_limit"}'
-            assert await eventually(lambda: _metric_at_least(gw, name, 400 - 32), timeout=30)
+            assert await eventually(lambda: _metric_at_least(gw, name, 400 - 64), timeout=30)
             await node.disconnect()
         finally:
             for sock in mute:
