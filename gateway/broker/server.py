@@ -110,6 +110,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         self.limits = limits or BrokerLimits()
         self.clock: Clock = clock or SystemClock()
         self.refusals: Counter[str] = Counter()  # drained into Prometheus by the app
+        self.last_refused: dict[str, tuple[str, str]] = {}  # reason → (client, detail) of its latest
         self.counters: Counter[str] = Counter()  # monotonic totals, for stats()
         self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue(self.limits.broadcast_queue_max)
         self._dispatcher: asyncio.Task[None] | None = None
@@ -512,6 +513,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         """Count a refusal, drop or forced disconnection, and log it (at most once a minute per client and kind)."""
         self.refusals[event] += 1
         self.counters[event] += 1
+        self.last_refused[event] = (who, detail)
         self._ratelog.warn(f"{who}:{event}", "MQTT %s: %s %s", event, who, detail)
 
     def stats(self) -> dict[str, int]:

@@ -116,6 +116,9 @@ async def test_gateway_in_demo_mode_node_gets_only_the_gateways_commands(make_se
         # In /metrics once the housekeeping drained the counter (every 5 s).
         name = 'hydro_broker_refusals_total{reason="acl_gateway_topic"}'
         assert await eventually(lambda: _metric_is(gw, name, 4.0), timeout=30)
+        # ... and an alert says who tried (housekeeping raises it in the same pass).
+        expected = {"refused_total": 4, "last_client": "nd-water-1", "last_topic": COMMAND}
+        await eventually(lambda: _alert_details_are(gw, "infra_mqtt_command_refused", expected), timeout=30)
 
         # The gateway's own command, through the HTTP API, reaches the node: the first command it sees.
         body = {"node_uid": "nd-water-1", "channel": "pump_drain", "cmd": "run_pump", "params": {"duration_s": 5}}
@@ -129,6 +132,10 @@ async def test_gateway_in_demo_mode_node_gets_only_the_gateways_commands(make_se
         assert (await gw.db.fetchone("SELECT count(*) AS n FROM commands"))["n"] == 1
         for client in (*attackers, node):
             await client.disconnect()
+
+
+async def _alert_details_are(gw, code: str, details: dict) -> bool:
+    return any(a["code"] == code and a["details"] == details for a in await gw.alerts.active())
 
 
 async def _metric_is(gw, name: str, value: float) -> bool:
