@@ -89,3 +89,19 @@ async def test_under_pressure_every_pending_connection_gets_the_short_timeout() 
         minute = t[4].when()
         late = gate.enter("10.0.0.1", t[4], now + 10, idle)
         assert (late.deadline.when(), late.reason) == (minute, "connect_timeout")
+
+
+async def test_unread_bytes_are_seen_through_amqtts_reader_adapter() -> None:
+    # The broker's idle test reads asyncio.StreamReader's private buffer: if a Python or amqtt upgrade
+    # moved it, every connection would count as idle and a login burst could be cut again.
+    from amqtt.adapters import StreamReaderAdapter
+
+    from gateway.broker.server import _has_unread
+
+    stream = asyncio.StreamReader()
+    reader = StreamReaderAdapter(stream)
+    assert not _has_unread(reader)
+    stream.feed_data(b"\x10\x0c")  # the first bytes of a CONNECT, not read yet
+    assert _has_unread(reader)
+    assert await reader.read(2) == b"\x10\x0c"
+    assert not _has_unread(reader)
