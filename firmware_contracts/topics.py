@@ -16,6 +16,10 @@ broker (the registry generates them), so "node position == own uid" is what keep
 A node may subscribe to its own config and command topics, with ``+`` allowed only in the gh and zone
 positions (and ``+`` in the channel position of the command filter); ``#``, ``+`` anywhere else,
 ``$``-prefixed filters (``$SYS``, ``$share``) and partial wildcards are refused.
+
+Command and config topics are the gateway's alone (``is_gateway_only``): no MQTT client publishes there,
+whatever its role, so every command a node receives went through the gateway's checks and its
+``commands`` table.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "COMMAND_RESPONSE_FILTER",
     "CONFIG_FILTER",
     "GATEWAY_INBOUND_FILTERS",
+    "GATEWAY_ONLY_KINDS",
     "HEARTBEAT_FILTER",
     "NODE_HELLO_TOPIC",
     "STATUS_FILTER",
@@ -42,6 +47,7 @@ __all__ = [
     "command_topic",
     "config_topic",
     "heartbeat_topic",
+    "is_gateway_only",
     "is_valid_uid",
     "may_publish",
     "may_subscribe",
@@ -84,6 +90,8 @@ _CHANNEL_SUFFIXES: dict[str, TopicKind] = {
 _NODE_PUBLISHES = frozenset(
     {TopicKind.HEARTBEAT, TopicKind.TELEMETRY, TopicKind.COMMAND_RESPONSE, TopicKind.LWT}
 )
+# gw → node topics: only the gateway itself publishes on them (never an MQTT client connection).
+GATEWAY_ONLY_KINDS = frozenset({TopicKind.COMMAND, TopicKind.CONFIG})
 
 NODE_HELLO_TOPIC = f"{ROOT}/node_hello"
 HEARTBEAT_FILTER = f"{ROOT}/+/+/+/heartbeat"
@@ -229,6 +237,22 @@ def may_publish(node_uid: str, topic: str, *, gh: str | None = None, zone: str |
     if not is_valid_uid(node_uid) or parsed.kind not in _NODE_PUBLISHES or parsed.node != node_uid:
         return False
     return (gh is None or parsed.gh == gh) and (zone is None or parsed.zone == zone)
+
+
+def is_gateway_only(topic: str) -> bool:
+    """True for command and config topics, which only the gateway publishes (no client, whatever its role).
+
+    Also true for a topic of that shape whose segments are not valid uids (``hydro/g h/z/n/c/command``):
+    ``parse_topic`` rejects it, but a node's ``hydro/+/+/{uid}/+/command`` filter would still match it.
+    """
+    try:
+        return parse_topic(topic).kind in GATEWAY_ONLY_KINDS
+    except TopicError:
+        if not isinstance(topic, str):
+            return False
+        parts = topic.split("/")
+        return parts[0] == ROOT and ((len(parts) == 5 and parts[4] == TopicKind.CONFIG.value)
+                                     or (len(parts) == 6 and parts[5] == TopicKind.COMMAND.value))
 
 
 def _segment_ok(segment: str, allow_plus: bool, pinned: str | None) -> bool:

@@ -43,6 +43,7 @@ CATALOGUE: dict[str, AlertKind] = {
     "biz_command_failed": AlertKind("biz", "Node reported a command error", "warning"),
     "unknown_metric": AlertKind("infra", "Node sends an unknown metric", "warning"),
     "infra_mqtt_down": AlertKind("infra", "MQTT broker down", "critical"),
+    "infra_mqtt_command_refused": AlertKind("infra", "An MQTT client tried to publish a command or config", "warning"),
     "infra_node_offline": AlertKind("infra", "Node offline", "warning"),
     "infra_upstream_unreachable": AlertKind("infra", "Central system unreachable", "warning"),
     "infra_disk_low": AlertKind("infra", "Database storage running low", "warning"),

@@ -265,7 +265,16 @@ class Gateway:
                 counter = self.metrics.broker_refusals.labels(reason=reason)
                 counter.inc(count)
                 self.broker.broker.refusals[reason] -= count
+                if reason == "acl_gateway_topic" and count:
+                    await self._alert_command_bypass()
             await self.clock.sleep(5.0)
+
+    async def _alert_command_bypass(self) -> None:
+        """An MQTT client tried to publish a command or config (refused): the operator should know who."""
+        broker = self.broker.broker
+        who, topic = broker.last_refused.get("acl_gateway_topic", ("?", "?"))
+        details = {"refused_total": broker.counters["acl_gateway_topic"], "last_client": who, "last_topic": topic}
+        await self.alerts.raise_alert("infra_mqtt_command_refused", details=details)
 
     async def _shutdown(self, web: Any) -> None:
         log.info("gateway stopping")

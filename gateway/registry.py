@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -73,6 +74,9 @@ class Registry:
         self._assign_by_hw: dict[str, NodeConfig] = {}
         self._assign_by_uid: dict[str, NodeConfig] = {}
         self._last_seen_mono: dict[str, float] = {}
+        # Online/offline transitions one at a time: a last will, the missed-heartbeat supervision and a
+        # heartbeat can arrive together, and each must see the state the previous one left.
+        self._transition = asyncio.Lock()
 
     # ---- configuration -------------------------------------------------------------------
     async def apply_config(self, zones: Iterable[ZoneConfig], nodes: Iterable[NodeConfig]) -> None:
@@ -281,26 +285,39 @@ class Registry:
 
     async def _mark_seen(self, node: NodeInfo) -> None:
         self._last_seen_mono[node.uid] = self._clock.monotonic()
-        if self._by_uid.get(node.uid, node).online:
-            return
-        await self._db.execute("UPDATE nodes SET online=1, updated_at=? WHERE id=?", (self._clock.time(), node.id))
-        self._by_uid[node.uid] = replace(self._by_uid.get(node.uid, node), online=True)
-        resolved = await self._alerts.resolve("infra_node_offline", zone_id=node.zone_id, scope=node.uid)
-        if resolved:
-            await self._alerts.record_event(node.zone_id, "NODE_ONLINE", {"node_uid": node.uid})
-        self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
+        if self._by_uid.get(node.uid, node).online and not self._transition.locked():
+            return  # the common case: a heartbeat from a node that is online, nothing in progress
+        async with self._transition:
+            if self._by_uid.get(node.uid, node).online:
+                return
+            await self._db.execute(
+                "UPDATE nodes SET online=1, updated_at=? WHERE id=?", (self._clock.time(), node.id)
+            )
+            resolved = await self._alerts.resolve("infra_node_offline", zone_id=node.zone_id, scope=node.uid)
+            if resolved:
+                await self._alerts.record_event(node.zone_id, "NODE_ONLINE", {"node_uid": node.uid})
+            # Shown online only once recorded (row, alert resolved, event), like offline below.
+            self._by_uid[node.uid] = replace(self._by_uid.get(node.uid, node), online=True)
+            self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
 
     async def _mark_offline(self, node: NodeInfo, reason: str) -> None:
-        current = self._by_uid.get(node.uid, node)
-        if not current.online:
-            return
-        await self._db.execute("UPDATE nodes SET online=0, updated_at=? WHERE id=?", (self._clock.time(), node.id))
-        self._by_uid[node.uid] = replace(current, online=False)
-        await self._alerts.raise_alert(
-            "infra_node_offline", zone_id=node.zone_id, scope=node.uid, details={"node_uid": node.uid, "reason": reason}
-        )
-        await self._alerts.record_event(node.zone_id, "NODE_OFFLINE", {"node_uid": node.uid, "reason": reason})
-        self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
+        async with self._transition:
+            if not self._by_uid.get(node.uid, node).online:
+                return
+            await self._db.execute(
+                "UPDATE nodes SET online=0, updated_at=? WHERE id=?", (self._clock.time(), node.id)
+            )
+            await self._alerts.raise_alert(
+                "infra_node_offline",
+                zone_id=node.zone_id,
+                scope=node.uid,
+                details={"node_uid": node.uid, "reason": reason},
+            )
+            await self._alerts.record_event(node.zone_id, "NODE_OFFLINE", {"node_uid": node.uid, "reason": reason})
+            # Shown offline only once the alert and the event exist: whoever sees "offline" (the API, the
+            # page, a test) finds the alert too.
+            self._by_uid[node.uid] = replace(self._by_uid.get(node.uid, node), online=False)
+            self._metrics.nodes_online.set(sum(1 for n in self._by_uid.values() if n.online))
 
     def _zone_uid(self, zone_id: int | None) -> str | None:
         for uid, zid in self._zones.items():

@@ -57,7 +57,7 @@ class GatewaySection(_Section):
 
 
 class BrokerUser(_Section):
-    """A broker account: nodes publish only under their own uid; services may do anything."""
+    """A broker account: nodes publish only under their own uid; services anywhere but command/config topics."""
 
     username: str = Field(min_length=1, max_length=64)
     password_hash: str = Field(min_length=1)
@@ -81,6 +81,12 @@ class BrokerSection(_Section):
     rate_limit_burst: int = Field(default=1000, ge=1)
     inflight_retry_s: float = Field(default=20.0, gt=0)
     session_expiry_s: float = Field(default=7 * 86400.0, gt=0)
+    # Pre-login connections (TCP open, CONNECT not yet received), see gateway/broker/prelogin.py.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    prelogin_max: int = Field(default=256, ge=1)
+    prelogin_max_per_ip: int = Field(default=64, ge=1)
+    prelogin_pressure_at: int = Field(default=64, ge=0)
+    connect_timeout_pressure_s: float = Field(default=2.0, gt=0)
 
 
 class WebSection(_Section):

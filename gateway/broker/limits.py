@@ -28,6 +28,13 @@ class BrokerLimits:
     inflight_retry_s: float = 20.0
     inflight_window: int = 20
     connect_timeout_s: float = 10.0
+    # Pre-login connections (TCP open, no CONNECT yet): bounded so half-open sockets cannot keep nodes out.
+    # Over a bound the oldest pending one (of that IP / of the most crowded IP) is closed; above
+    # ``prelogin_pressure_at`` each has ``connect_timeout_pressure_s`` instead of ``connect_timeout_s``.
+    prelogin_max: int = 256
+    prelogin_max_per_ip: int = 64
+    prelogin_pressure_at: int = 64
+    connect_timeout_pressure_s: float = 2.0
     session_expiry_s: float = 7 * 86400.0
     max_retained: int = 10_000
     # Bytes queued in a client's socket before we stop writing to it (a client that does not read).
@@ -51,4 +58,9 @@ class BrokerLimits:
             rate_limit_burst=section.rate_limit_burst,
             inflight_retry_s=section.inflight_retry_s,
             session_expiry_s=section.session_expiry_s,
+            connect_timeout_s=section.connect_timeout_s,
+            prelogin_max=section.prelogin_max,
+            prelogin_max_per_ip=section.prelogin_max_per_ip,
+            prelogin_pressure_at=section.prelogin_pressure_at,
+            connect_timeout_pressure_s=section.connect_timeout_pressure_s,
         )

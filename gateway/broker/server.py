@@ -2,7 +2,9 @@
 
 Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 - clients over ``max_connections`` wait on a semaphore and never get a CONNACK → CONNACK 3 "server
-  unavailable", counted; a client that never sends CONNECT held its slot forever → connect timeout;
+  unavailable", counted; a client that never sends CONNECT held its slot forever → connect timeout, and
+  pre-login connections are bounded per IP and overall (``prelogin.py``) and not counted against
+  ``max_connections``, so half-open sockets cannot keep nodes out;
 - on CONNECT, retained messages are pushed for every filter any client subscribed to, bypassing the ACL and
   duplicating the offline queue (broker.py ~599–602 and 1134–1158; upstream #14) → retained messages go out
   only for the client's own accepted SUBSCRIBE [MQTT-3.3.1-6], and a resumed session gets its queue once;
@@ -46,6 +48,7 @@ from gateway.broker.limits import BrokerLimits
 from gateway.broker.messages import InboundMessage, MessageSink
 from gateway.broker.outbox import Outbox, Outgoing
 from gateway.broker.pacing import Turnstile
+from gateway.broker.prelogin import PreLoginGate
 from gateway.broker.wire import (
     ACCEPTED,
     BAD_USERNAME_PASSWORD,
@@ -65,9 +68,21 @@ _SESSION_FIELDS = ("will_flag", "will_message", "will_topic", "will_qos", "will_
                    "password", "remote_address", "remote_port", "ssl_object")
 
 
+def _well_formed_topic(topic: str) -> bool:
+    # [MQTT-4.7.3-1] non-empty, [MQTT-3.3.2-2] no wildcards: anything else is a protocol violation.
+    return bool(topic) and "#" not in topic and "+" not in topic
+
+
 def _valid_publish_topic(topic: str) -> bool:
-    # [MQTT-4.7.3-1] non-empty, [MQTT-3.3.2-2] no wildcards, and $-topics belong to the server [MQTT-4.7.2-1].
-    return bool(topic) and "#" not in topic and "+" not in topic and not topic.startswith("$")
+    # Well formed, and not a $-topic: those belong to the server [MQTT-4.7.2-1].
+    return _well_formed_topic(topic) and not topic.startswith("$")
+
+
+def _has_unread(reader: ReaderAdapter) -> bool:
+    # Bytes received but not read yet. asyncio.StreamReader has no public accessor; its _buffer has been
+    # there since 3.4, and if it ever goes away every connection simply counts as idle.
+    buffer = getattr(getattr(reader, "_reader", None), "_buffer", None)
+    return bool(buffer)
 
 
 async def _close(writer: WriterAdapter, transport: asyncio.WriteTransport | None) -> None:
@@ -95,11 +110,15 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         self.limits = limits or BrokerLimits()
         self.clock: Clock = clock or SystemClock()
         self.refusals: Counter[str] = Counter()  # drained into Prometheus by the app
+        self.last_refused: dict[str, tuple[str, str]] = {}  # reason → (client, detail) of its latest
         self.counters: Counter[str] = Counter()  # monotonic totals, for stats()
         self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue(self.limits.broadcast_queue_max)
         self._dispatcher: asyncio.Task[None] | None = None
         self._routes: dict[str, tuple[tuple[Session, int], ...]] = {}
-        self._connections = 0
+        self._connections = 0  # TCP connections, pre-login ones included
+        self._established = 0  # connections past CONNECT: what max_connections bounds
+        self._prelogin = PreLoginGate(self.limits.prelogin_max, self.limits.prelogin_max_per_ip,
+                                      self.limits.prelogin_pressure_at, self.limits.connect_timeout_pressure_s)
         self._closing = False
         self._turnstile = Turnstile()
         self._ratelog = RateLimitedLog(log, 60.0, self.clock.monotonic)
@@ -159,29 +178,48 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                                 transport: asyncio.WriteTransport | None = None) -> None:
         if listener_name not in self._servers:
             raise BrokerError(f"Invalid listener name '{listener_name}'")
-        over_limit = self._connections >= self.limits.max_connections
         self._connections += 1
         try:
-            await self._serve(reader, writer, transport, over_limit)
+            await self._serve(reader, writer, transport)
         finally:
             self._connections -= 1
 
-    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter, transport: asyncio.WriteTransport | None,
-                     over_limit: bool) -> None:
+    async def _serve(self, reader: ReaderAdapter, writer: WriterAdapter,
+                     transport: asyncio.WriteTransport | None) -> None:
         peer = writer.get_peer_info()
-        who = f"{peer[0]}:{peer[1]}" if peer else "?"
+        ip = str(peer[0]) if peer else "?"
+        who = f"{ip}:{peer[1]}" if peer else "?"
+        loop = asyncio.get_running_loop()
+        pending = None
         try:
-            async with asyncio.timeout(self.limits.connect_timeout_s):
-                handler, session = await GatewayProtocolHandler.init_from_connect(reader, writer,
-                                                                                 self.plugins_manager)
+            async with asyncio.timeout(self.limits.connect_timeout_s) as deadline:
+                # Bounded per IP and overall, so half-open sockets cannot keep a node from connecting.
+                pending = self._prelogin.enter(ip, deadline, loop.time(), lambda: _has_unread(reader))
+                try:
+                    handler, session = await GatewayProtocolHandler.init_from_connect(reader, writer,
+                                                                                     self.plugins_manager)
+                finally:
+                    self._prelogin.leave(pending)
         except TimeoutError:
-            self.note("connect_timeout", who)
+            self.note(pending.reason if pending is not None else "connect_timeout", ip)
             await _close(writer, transport)
             return
         except (AMQTTError, MQTTError, NoDataError, ValueError, asyncio.IncompleteReadError, OSError) as exc:
             self.note("bad_connect", who, repr(exc))
             await _close(writer, transport)
             return
+        # Only connections past CONNECT count against max_connections: the pre-login ones have their own
+        # bounds, and counting them here let 200 silent sockets refuse every node (CONNACK 3).
+        over_limit = self._established >= self.limits.max_connections
+        self._established += 1
+        try:
+            await self._serve_session(handler, session, reader, writer, transport, over_limit)
+        finally:
+            self._established -= 1
+
+    async def _serve_session(self, handler: GatewayProtocolHandler, session: Session, reader: ReaderAdapter,
+                             writer: WriterAdapter, transport: asyncio.WriteTransport | None,
+                             over_limit: bool) -> None:
         who = str(session.username or session.client_id)
         await self._turnstile.wait()  # one session set up per loop iteration, however many CONNECTs arrive
         if over_limit:
@@ -280,9 +318,18 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     # ------------------------------------------------------------------ inbound
     async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int,
                     retain: bool) -> None:
-        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain."""
-        if not _valid_publish_topic(topic):
+        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain.
+
+        Returning without queueing drops the message (not routed, not retained); the handler still
+        acknowledges it, as MQTT 3.1.1 has no negative PUBACK and an unacknowledged QoS 1 message would
+        be re-sent forever. Only a malformed topic (empty, wildcards) ends the connection.
+        """
+        if not _well_formed_topic(topic):
             raise ProtocolViolation("invalid_topic", repr(topic))
+        if topic.startswith("$"):
+            # $-topics belong to the server [MQTT-4.7.2-1]: a client's is dropped, not routed to "$SYS/#".
+            self.note("dollar_topic", handler.who, topic)
+            return
         session = handler.session
         allowed = handler.acl_cache.get(topic)
         if allowed is None:
@@ -291,7 +338,9 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                 handler.acl_cache.clear()
             handler.acl_cache[topic] = allowed
         if not allowed:
-            self.note("acl_publish", handler.who, topic)
+            # A client trying to command a node (or rewrite its config) gets its own reason: an operator
+            # should see that someone bypasses the HTTP API, not one more denied publish.
+            self.note("acl_gateway_topic" if self.acl.gateway_only(topic) else "acl_publish", handler.who, topic)
             return
         bucket = handler.bucket
         if bucket is not None:
@@ -464,6 +513,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         """Count a refusal, drop or forced disconnection, and log it (at most once a minute per client and kind)."""
         self.refusals[event] += 1
         self.counters[event] += 1
+        self.last_refused[event] = (who, detail)
         self._ratelog.warn(f"{who}:{event}", "MQTT %s: %s %s", event, who, detail)
 
     def stats(self) -> dict[str, int]:
@@ -471,6 +521,8 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         sessions = [session for session, _ in self._sessions.values()]
         return {
             "connections": self._connections,
+            "prelogin": len(self._prelogin),
+            "prelogin_seen": self._prelogin.entered,
             "clients_connected": sum(1 for s in sessions if s.transitions.state == "connected"),
             "sessions": len(sessions),
             "subscriptions": sum(len(v) for v in self._subscriptions.values()),

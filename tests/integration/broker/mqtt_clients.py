@@ -174,9 +174,10 @@ class RawClient:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def open(self) -> None:
-        """Open the TCP connection only."""
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+    async def open(self, source: str | None = None) -> None:
+        """Open the TCP connection only (from loopback address ``source``, e.g. 127.0.0.2, if given)."""
+        local = (source, 0) if source is not None else None
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, local_addr=local)
 
     async def connect(self, client_id: str, keepalive: int = 30, **kwargs: Any) -> tuple[int, bool]:
         """CONNECT; (return code, session present)."""

@@ -41,13 +41,15 @@ async def test_node_publishes_only_under_its_own_uid_and_to_node_hello(broker_fa
     await node.connect()
     allowed = [TELEMETRY_1, "hydro/node_hello", "hydro/gh1/zone-a/nd-ph-1/pump/command_response"]
     denied = ["hydro/gh1/zone-a/nd-ph-2/telemetry", "hydro/gh1/zone-a/nd-ph-2/pump/command_response",
-              "hydro/gh1/zone-a/nd-ph-1/pump/command", "hydro/gh1/zone-a/nd-ph-1/config", "elsewhere/x"]
-    for topic in denied + allowed:
-        await node.publish(topic, {"metric_type": "ph", "value": 6.0})
+              "elsewhere/x"]
+    gateway_only = ["hydro/gh1/zone-a/nd-ph-1/pump/command", "hydro/gh1/zone-a/nd-ph-1/config"]
+    for topic in denied + gateway_only + allowed:
+        await node.publish(topic, {"metric_type": "ph", "value": 6.0})  # each one PUBACKed
     await eventually(lambda: len(sink.messages) == 3)
     assert [m.topic for m in sink.messages] == allowed
     assert sink.messages[0].username == "nd-ph-1"
-    assert broker.broker.refusals["acl_publish"] == len(denied)
+    refusals = broker.broker.refusals
+    assert (refusals["acl_publish"], refusals["acl_gateway_topic"]) == (len(denied), len(gateway_only))
     await node.disconnect()
 
 

@@ -19,6 +19,7 @@ from firmware_contracts.topics import (
     command_topic,
     config_topic,
     heartbeat_topic,
+    is_gateway_only,
     may_publish,
     may_subscribe,
     node_subtree_filter,
@@ -203,6 +204,28 @@ def test_invalid_identities_get_no_subtree(identity: str) -> None:
     assert not may_publish(identity, f"hydro/{GH}/{ZONE}/+/telemetry")
     assert not may_subscribe(identity, f"hydro/{GH}/{ZONE}/{identity}/config")
     assert not may_subscribe(identity, "hydro/+/+/+/config")
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected"),
+    [
+        (command_topic(GH, ZONE, NODE, CH), True),
+        (config_topic(GH, ZONE, NODE), True),
+        # Not uids, but a node's hydro/+/+/{uid}/+/command filter would match them: still the gateway's.
+        (f"hydro/g h/{ZONE}/{NODE}/{CH}/command", True),
+        (f"hydro///{NODE}//command", True),
+        (f"hydro/{GH}/{ZONE}/{'n' * 70}/config", True),
+        (command_response_topic(GH, ZONE, NODE, CH), False),
+        (telemetry_topic(GH, ZONE, NODE), False),
+        (status_topic(GH, ZONE, NODE), False),
+        (NODE_HELLO_TOPIC, False),
+        (f"hydro/{GH}/{ZONE}/{NODE}/{CH}/x/command", False),
+        (f"lab/{GH}/{ZONE}/{NODE}/config", False),
+        ("", False),
+    ],
+)
+def test_command_and_config_topics_are_the_gateways_only(topic: str, expected: bool) -> None:
+    assert is_gateway_only(topic) is expected
 
 
 def test_hello_is_open_to_any_authenticated_identity() -> None:
