@@ -256,7 +256,16 @@ class _StreamLoop:
         st.state, st.last_delay_s = state, delay
         st.next_attempt_at = self.up.clock.monotonic() + delay
         log.debug("stream %s: %s, next attempt in %.1fs (%s)", self.spec.name, state, delay, st.last_error)
-        await self.up.clock.sleep(delay)
+        # Sleep in slices so that an outage shows its real, growing backlog (rows keep arriving while
+        # nothing is sent); otherwise the count would only move after the next successful send.
+        deadline = st.next_attempt_at
+        while True:
+            left = deadline - self.up.clock.monotonic()
+            if left <= 0:
+                break
+            await self.up.clock.sleep(min(left, self.cfg.backlog_refresh_s))
+            if deadline - self.up.clock.monotonic() > 0:
+                await self._refresh_backlog(force=False)
         st.next_attempt_at = None
 
     async def _storage_problem(self, exc: sqlite3.OperationalError) -> None:
