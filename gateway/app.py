@@ -24,7 +24,7 @@ from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.settings import Settings
-from gateway.store.db import Database
+from gateway.store.db import Database, is_corruption, mark_corrupt, open_or_recover
 from gateway.timesync import ClockSyncProbe
 from gateway.transport import NodeTransport
 from gateway.writer import TelemetryWriter
@@ -121,11 +121,19 @@ class Gateway:
         from drivers.serial_link import SerialLink
         from gateway.web.server import WebServer
 
-        await self.db.open()
-        web = WebServer(self)
-        # A production start with hardware missing fails here, loudly; it never falls back to fakes.
-        self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))
+        recovered = await open_or_recover(self.db, on_corrupt=self.settings.storage.on_corrupt)
         try:
+            web = WebServer(self)
+            # A production start with hardware missing fails here, loudly; it never falls back to fakes.
+            self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))
+        except BaseException:
+            await self.db.close()  # an open connection's thread would keep the failed process alive
+            raise
+        try:
+            if recovered is not None:
+                await self.alerts.raise_alert("infra_db_corrupt", details={
+                    "reason": recovered.reason[:500], "moved_to": list(recovered.moved),
+                    "generation": recovered.new_generation})
             await self.registry.apply_config(self.settings.zones, self.settings.nodes)
             await self._build_safety()
             self.router.on(TopicKind.NODE_HELLO, self.registry.on_hello)
@@ -222,6 +230,8 @@ class Gateway:
             raise
         except Exception as exc:
             log.exception("service %s crashed", name)
+            if is_corruption(exc):  # SQLITE_CORRUPT at run time: the next start moves the file aside
+                mark_corrupt(self.settings.db_path, f"service {name}: {exc!r}")
             await self._record_crash(name, exc)
             raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
         raise ServiceCrashed(f"service {name} stopped unexpectedly")

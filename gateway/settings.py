@@ -246,6 +246,15 @@ class NodeConfig(_Section):
     node_type: str = ""
 
 
+class StorageSection(_Section):
+    """The local SQLite buffer."""
+
+    # A database that fails its integrity check at start (or reported corruption at run time):
+    # "move_aside" keeps it under a timestamped name and starts a fresh one (with an alert);
+    # "exit" stops the process at once with a clear message so an operator can look first.
+    on_corrupt: Literal["move_aside", "exit"] = "move_aside"
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -256,6 +265,7 @@ class Settings(_Section):
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
+    storage: StorageSection = StorageSection()
     hardware: HardwareSection = HardwareSection()
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()
