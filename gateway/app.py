@@ -28,6 +28,7 @@ from gateway.store.db import Database, is_corruption, mark_corrupt, open_or_reco
 from gateway.timesync import ClockSyncProbe
 from gateway.transport import NodeTransport
 from gateway.writer import TelemetryWriter
+from sync.generation import StartMarks, capture_start
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Gateway:
     simulation: Any = None  # gateway.sim.demo.DemoSimulation in the demo
     sync: Any  # gateway.upstream.UpstreamSync
     automation: Any  # gateway.automation.service.AutomationService
+    db_start: StartMarks | None = None  # local sequence marks when the database was opened
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -123,6 +125,8 @@ class Gateway:
 
         recovered = await open_or_recover(self.db, on_corrupt=self.settings.storage.on_corrupt)
         try:
+            # The local sequence marks before anything writes: the uplink's rollback check compares them.
+            self.db_start = await capture_start(self.db)
             web = WebServer(self)
             # A production start with hardware missing fails here, loudly; it never falls back to fakes.
             self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))

@@ -152,6 +152,7 @@ class Database:
         self._conn: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
         self._generation: str | None = None
+        self.created = False  # True when this open() gave the file its first generation (a new database)
 
     @property
     def generation(self) -> str:
@@ -198,6 +199,7 @@ class Database:
 
     async def _load_generation(self) -> None:
         row = await self.fetchone("SELECT value FROM db_meta WHERE key = 'generation'")
+        self.created = row is None
         if row is None:
             await self.new_generation()
         else:
