@@ -193,9 +193,24 @@ class SequenceGuard:
         """Compare the database with what upstream stored for the start generation; handle a rollback."""
         if self.start is None or self.start.created:
             return None
-        if any(acked.get(n, 0) > self.start.heads.get(n, 0) for n in self.streams):
+        behind = [n for n in self.streams if acked.get(n, 0) > self.start.heads.get(n, 0)]
+        if not behind:
+            return None
+        if self.report is None:
             return await self._rolled_back("upstream", acked, {})
-        return None
+        # Already handled from the side file: upstream may only know more of what it holds.
+        moved = False
+        for name in behind:
+            before = self.marks[name].cursor
+            cursor = await self._move_cursor(name, min(acked[name], self.start.heads.get(name, 0)), time.time())
+            entry = self.report["streams"].setdefault(name, {})
+            entry["acknowledged"] = max(int(entry.get("acknowledged", 0)), acked[name])
+            entry["cursor"] = cursor
+            moved = moved or cursor != before
+        if moved:
+            await self.flush()
+            await self._notify(self.report)
+        return self.report
 
     async def _rolled_back(self, source: str, acked: dict[str, int], seen: dict[str, int],
                            other_generation: str | None = None) -> dict[str, Any]:
@@ -227,12 +242,15 @@ class SequenceGuard:
         self.report = report
         log.critical("database rolled back (%s): generation %s -> %s, %s", source, old, new, streams)
         await self.flush()
+        await self._notify(report)
+        return report
+
+    async def _notify(self, report: dict[str, Any]) -> None:
         if self.on_rollback is not None:
             try:
                 await self.on_rollback(report)
             except Exception:
                 log.exception("on_rollback hook failed")
-        return report
 
     async def _move_cursor(self, stream: str, target: int, now: float) -> int:
         async with self.db.transaction() as conn:

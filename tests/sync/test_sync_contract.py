@@ -50,7 +50,8 @@ def test_the_client_calls_only_documented_paths() -> None:
                  "\"config\"": "/v1/gateways/{gateway_id}/config",
                  "\"commands\", \"pending\"": "/v1/gateways/{gateway_id}/commands/pending",
                  "\"commands\", cmd_id, \"claim\"": "/v1/gateways/{gateway_id}/commands/{cmd_id}/claim",
-                 "\"generations\", generation, \"streams\"": "/v1/gateways/{gateway_id}/generations/{generation}/streams"}
+                 "\"generations\", generation, \"streams\"":
+                     "/v1/gateways/{gateway_id}/generations/{generation}/streams"}
     assert called == set(templates)
     assert set(templates.values()) == set(load_spec()["paths"])
 
