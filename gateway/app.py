@@ -107,6 +107,7 @@ class Gateway:
             ing.max_future_skew_s,
         )
         self.ready = asyncio.Event()
+        self._corruption = asyncio.Event()
         self.started_mono = self.clock.monotonic()
         self.started_wall = time.time()
         self.extra_services: dict[str, Service] = {}
@@ -133,6 +134,7 @@ class Gateway:
         except BaseException:
             await self.db.close()  # an open connection's thread would keep the failed process alive
             raise
+        self.db.on_corruption = self._db_corrupted
         try:
             if recovered is not None:
                 await self.alerts.raise_alert("infra_db_corrupt", details={
@@ -166,6 +168,7 @@ class Gateway:
                     "relay_watchdog": self.safety.watchdog.run,
                     "automation": self.automation.run,
                     "upstream_sync": self.sync.run,
+                    "storage_guard": self._storage_guard,
                     **self.extra_services,
                 }
                 for port in self.settings.hardware.serial:
@@ -239,6 +242,16 @@ class Gateway:
             await self._record_crash(name, exc)
             raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
         raise ServiceCrashed(f"service {name} stopped unexpectedly")
+
+    def _db_corrupted(self, exc: BaseException) -> None:
+        """SQLITE_CORRUPT at run time: leave the marker and restart, so the start moves the file aside."""
+        log.critical("database %s reports corruption: %r; restarting to move it aside", self.settings.db_path, exc)
+        mark_corrupt(self.settings.db_path, repr(exc))
+        self._corruption.set()
+
+    async def _storage_guard(self) -> None:
+        await self._corruption.wait()
+        raise RuntimeError("the database is corrupt (marked; the next start moves it aside)")
 
     async def _record_crash(self, name: str, exc: BaseException) -> None:
         """Leave an alert behind (it goes upstream after the restart systemd does next)."""

@@ -156,8 +156,8 @@ class SequenceGuard:
         except OSError as exc:
             log.warning("could not write the side file %s: %s", self.side.path, exc)
 
-    async def run_writer(self, min_interval_s: float = 0.2) -> None:
-        """Rewrite the side file after every change, at most every ``min_interval_s``."""
+    async def run_writer(self, min_interval_s: float = 1.0) -> None:
+        """Rewrite the side file after every change, at most every ``min_interval_s`` (one fsync: SD wear)."""
         while True:
             await self._dirty.wait()
             await self.flush()

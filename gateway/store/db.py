@@ -153,6 +153,19 @@ class Database:
         self._tx_lock = asyncio.Lock()
         self._generation: str | None = None
         self.created = False  # True when this open() gave the file its first generation (a new database)
+        # Called once with the first SQLITE_CORRUPT seen at run time (the gateway then restarts so that
+        # the start-up path moves the file aside); services that retry errors would otherwise spin on it.
+        self.on_corruption: Callable[[BaseException], None] | None = None
+        self._corruption_seen = False
+
+    def _seen(self, exc: BaseException) -> None:
+        if self._corruption_seen or self.on_corruption is None or not is_corruption(exc):
+            return
+        self._corruption_seen = True
+        try:
+            self.on_corruption(exc)
+        except Exception:
+            log.exception("on_corruption hook failed")
 
     @property
     def generation(self) -> str:
@@ -261,7 +274,8 @@ class Database:
             await conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
+            except BaseException as exc:
+                self._seen(exc)
                 # Shielded so that a second cancellation cannot leave the transaction open.
                 if conn.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
                     await asyncio.shield(conn.execute("ROLLBACK"))
@@ -291,13 +305,21 @@ class Database:
             return result
 
         async with self._tx_lock:
-            result: T = await asyncio.shield(self.conn._execute(run))  # type: ignore[no-untyped-call]
+            try:
+                result: T = await asyncio.shield(self.conn._execute(run))  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                self._seen(exc)
+                raise
             return result
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Run one write statement atomically; returns lastrowid."""
         async with self._tx_lock:
-            cur = await self.conn.execute(sql, params)
+            try:
+                cur = await self.conn.execute(sql, params)
+            except Exception as exc:
+                self._seen(exc)
+                raise
             rowid = cur.lastrowid or 0
             await cur.close()
             return rowid
@@ -317,13 +339,21 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
         """Run a query and return all rows."""
-        async with self.conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        try:
+            async with self.conn.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except Exception as exc:
+            self._seen(exc)
+            raise
 
     async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
         """Run a query and return the first row or None."""
-        async with self.conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        try:
+            async with self.conn.execute(sql, params) as cur:
+                return await cur.fetchone()
+        except Exception as exc:
+            self._seen(exc)
+            raise
 
     async def size_bytes(self) -> int:
         """Database file size including the WAL."""

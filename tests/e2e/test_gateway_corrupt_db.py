@@ -3,6 +3,7 @@ exits at once with a clear message. It never hangs and never crash-loops."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -183,3 +184,34 @@ async def test_corruption_reported_at_run_time_moves_the_file_aside_on_the_next_
     with sqlite3.connect(tmp_path / "check.db") as conn:  # the old file, kept whole
         assert conn.execute("SELECT COUNT(*) FROM telemetry_samples").fetchone() == (20_000,)
     conn.close()
+
+
+@pytest.mark.slow
+async def test_sqlite_corrupt_at_run_time_restarts_once_and_then_runs_on_a_fresh_database(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    from tests.e2e.test_gateway_rollback import Rig
+
+    rig = Rig(tmp_path, postgres_dsn)
+    try:
+        rig.db.parent.mkdir()
+        await _seeded(rig.db)
+        await asyncio.to_thread(add_samples, rig.db, 400_000)  # far more than SQLite's page cache holds
+        dbdamage.checkpoint(rig.db)
+        await rig.start_gateway()  # quick_check passes: the file is sound at start
+        pages = rig.db.stat().st_size // dbdamage.PAGE
+        # Pages the uplink has not read yet go bad under the running gateway (a failing SD card).
+        dbdamage._overwrite(rig.db, int(pages * 0.9) * dbdamage.PAGE, 16 * dbdamage.PAGE, seed=9)
+        assert rig.gw is not None
+        try:
+            rc = await asyncio.to_thread(rig.gw.wait, DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the gateway kept running on a database SQLite reports as corrupt")
+        assert rc == 1
+        assert "malformed" in corrupt_marker(rig.db).read_text()
+        took = await rig.start_gateway()  # what systemd does next
+        print(f"run-time corruption: healthy again after {took:.2f} s")
+        alert = _active_alerts(rig.db)["infra_db_corrupt"]
+        assert "run time" in str(alert["reason"]) and len(list(rig.db.parent.glob("gateway.db.corrupt-*"))) == 1
+    finally:
+        await rig.close()

@@ -54,3 +54,27 @@ def test_ordinary_errors_are_not_corruption() -> None:
     assert not is_corruption(sqlite3.OperationalError("database or disk is full"))
     assert not is_corruption(sqlite3.IntegrityError("UNIQUE constraint failed: nodes.uid"))
     assert is_corruption(sqlite3.DatabaseError("database disk image is malformed"))
+
+
+async def test_the_first_corruption_any_query_meets_is_reported_once(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    db = Database(path)
+    await db.open()
+    await db.close()
+    add_samples(path, 20_000)
+    await db.open()
+    seen: list[BaseException] = []
+    db.on_corruption = seen.append
+    try:
+        middle = path.stat().st_size // dbdamage.PAGE // 2
+        dbdamage._overwrite(path, middle * dbdamage.PAGE, 8 * dbdamage.PAGE, seed=6)
+        with sqlite3.connect(path) as other:  # invalidate the connection's page cache
+            other.execute("INSERT INTO kv_state(key, value, updated_at) VALUES ('x', '1', 0)")
+        other.close()
+        for _ in range(2):
+            with pytest.raises(sqlite3.DatabaseError):
+                async with db.transaction() as conn:  # e.g. the writer, which retries every error
+                    await conn.execute("SELECT SUM(value) FROM telemetry_samples")
+        assert len(seen) == 1 and is_corruption(seen[0])
+    finally:
+        await db.close()
