@@ -215,8 +215,9 @@ async def stream_summary(pool: asyncpg.Pool, gateway_id: str, stream: str, *, co
                           else ("stream_items", "gateway_id = $1 AND stream = $2", (gateway_id, stream)))
     if count:
         sql = f"SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM {table} WHERE {where}"
-    else:  # index-only: cheap enough to poll while a million rows arrive
-        sql = (f"SELECT NULL::bigint AS n, (SELECT min(seq) FROM {table} WHERE {where}) AS lo,"
-               f" (SELECT max(seq) FROM {table} WHERE {where}) AS hi")
+    else:  # cheap enough to poll while a million rows arrive: one idempotency key per stored batch
+        sql = ("SELECT NULL::bigint AS n, min(first_seq) AS lo, max(last_seq) AS hi FROM idempotency_keys"
+               " WHERE gateway_id = $1 AND stream = $2")
+        args = (gateway_id, stream)
     row = await pool.fetchrow(sql, *args)
     return {"count": row["n"], "min_seq": row["lo"], "max_seq": row["hi"]}
