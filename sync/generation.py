@@ -169,16 +169,23 @@ class SequenceGuard:
         if self.side is None or self.start is None:
             return None
         doc = self.side.load()
-        if self.start.created or doc is None:
-            if doc is not None and self.start.created:
-                log.warning("new database (generation %s) replaces generation %s of the side file",
-                            self.start.generation, doc["generation"])
-            await self.flush()
-            return None
         seen: dict[str, tuple[int, int]] = {}
-        for name, mark in (doc.get("streams") or {}).items():
+        for name, mark in ((doc or {}).get("streams") or {}).items():
             if isinstance(mark, dict):
                 seen[str(name)] = (_int(mark.get("cursor")), _int(mark.get("head")))
+        if self.start.created or doc is None:
+            if doc is not None and doc["generation"] != self.start.generation:
+                # A new file (the old one was corrupt and moved aside, or deleted): what the old one had
+                # beyond its last acknowledged mark can no longer be sent.
+                log.warning("new database (generation %s) replaces generation %s of the side file",
+                            self.start.generation, doc["generation"])
+                now = time.time()
+                for name, (cursor, head) in seen.items():
+                    if head > cursor:
+                        await self._record_gap(name, cursor + 1, head, str(doc["generation"]), now,
+                                               "db_replaced")
+            await self.flush()
+            return None
         if doc["generation"] != self.start.generation:
             # An older copy from before a generation change: nothing of the side file applies to it.
             return await self._rolled_back("side_file", {}, {}, other_generation=str(doc["generation"]))
@@ -233,7 +240,7 @@ class SequenceGuard:
                                      "cursor": cursor}
             if lost_last >= lost_first:
                 entry["lost_seq"] = [lost_first, lost_last]
-                await self._record_gap(name, lost_first, lost_last, old, now)
+                await self._record_gap(name, lost_first, lost_last, old, now, "db_rolled_back")
             if up > head or last_seen > head:
                 streams[name] = entry
         report = {"source": source, "old_generation": old, "new_generation": new, "streams": streams}
@@ -268,15 +275,22 @@ class SequenceGuard:
         mark.head = max(self.start.heads.get(stream, 0) if self.start else 0, cursor)  # the new generation's
         return cursor
 
-    async def _record_gap(self, stream: str, first: int, last: int, generation: str, now: float) -> None:
-        """Sequences that existed locally, were never acknowledged upstream and are gone: a gap, sent as one."""
+    async def _record_gap(self, stream: str, first: int, last: int, generation: str, now: float,
+                          reason: str) -> None:
+        """Sequences that existed locally, were never acknowledged upstream and are gone: a gap, sent as one.
+
+        ``count`` is the span of sequence numbers (exact for telemetry, whose ids are dense; the outbox
+        streams share one id space, so for them it is an upper bound).
+        """
         details = {"stream": stream, "count": last - first + 1, "first_seq": first, "last_seq": last,
-                   "first_ts": None, "last_ts": None, "reason": "db_rolled_back", "generation": generation}
+                   "first_ts": None, "last_ts": None, "reason": reason, "generation": generation}
+        log.error("gap recorded (%s): stream %s seq %d-%d of generation %s", reason, stream, first, last,
+                  generation)
         async with self.db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO sync_gaps (stream, first_seq, last_seq, count, first_ts, last_ts, reason, created_at)"
-                " VALUES (?, ?, ?, ?, NULL, NULL, 'db_rolled_back', ?)",
-                (stream, first, last, last - first + 1, now),
+                " VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)",
+                (stream, first, last, last - first + 1, reason, now),
             )
             if stream == TELEMETRY:
                 cur = await conn.execute(

@@ -37,6 +37,11 @@ async def _local_rows(db: Database, after: int = 0) -> list[Row]:
     return [(int(r[0]), round(float(r[1]), 9), round(float(r[2]), 5)) for r in rows]
 
 
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+
+
 async def _drain(uplink: Uplink, clock: ManualClock) -> None:
     async with running(uplink, until_idle=True) as task:
         await drive(clock, task.done, step=1.0, real_timeout=60)
@@ -213,5 +218,42 @@ async def test_without_the_side_file_upstream_alone_detects_the_rollback(
         assert [r[0] for r in await _pg_rows(receiver, old)] == list(range(1, 801))
         assert await _pg_rows(receiver, new) == await _local_rows(db, after=400)
         assert len(await _pg_rows(receiver, new)) == 50
+    finally:
+        await db.close()
+
+
+async def test_a_fresh_database_in_place_of_a_lost_one_records_what_the_old_one_never_sent(
+    tmp_path: Path, gw_db: Database, receiver: RunningReceiver, client: UpstreamClient, clock: ManualClock
+) -> None:
+    path = gw_db.path
+    side = SideFile(side_path(path))
+    add_samples(path, 600)
+    await _drain(Uplink(gw_db, client, UplinkSettings(telemetry_max_rows=200), clock=clock, rng=random.Random(8),
+                        guard=SequenceGuard(gw_db, side, await capture_start(gw_db))), clock)
+    old = gw_db.generation
+    add_samples(path, 150)  # committed, never sent
+    await receiver.stop()
+    uplink = Uplink(gw_db, client, UplinkSettings(backlog_refresh_s=1), clock=clock, rng=random.Random(9),
+                    guard=SequenceGuard(gw_db, side, await capture_start(gw_db)))
+    await _run_until(uplink, clock, lambda: (side.load() or {}).get("streams", {}).get("telemetry", {}) == {
+        "cursor": 600, "head": 750})
+    await gw_db.close()
+    _remove(path)  # the file is gone (moved aside as corrupt, or deleted)
+
+    db = Database(path)
+    await db.open()
+    try:
+        assert db.created and db.generation != old
+        await receiver.start()
+        add_samples(path, 10)
+        await _drain(Uplink(db, client, UplinkSettings(), clock=clock, rng=random.Random(10),
+                            guard=SequenceGuard(db, side, await capture_start(db))), clock)
+        gaps = [tuple(g) for g in await db.fetchall("SELECT stream, first_seq, last_seq, count, reason FROM sync_gaps")]
+        assert gaps == [("telemetry", 601, 750, 150, "db_replaced")]
+        events = [json.loads(item["data"]) for item in await receiver.items("zone_events")]
+        assert [(e["details"]["first_seq"], e["details"]["last_seq"], e["details"]["generation"]) for e in events] \
+            == [(601, 750, old)]
+        assert [r[0] for r in await _pg_rows(receiver, db.generation)] == list(range(1, 11))
+        assert [r[0] for r in await _pg_rows(receiver, old)] == list(range(1, 601))
     finally:
         await db.close()
