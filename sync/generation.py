@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from sync.streams import ALL_STREAMS, TELEMETRY, ZONE_EVENTS, StreamSpec
 log = logging.getLogger(__name__)
 
 OnRollback = Callable[[dict[str, Any]], Awaitable[None]]
+Heads = Callable[[], Awaitable[dict[str, int]]]
 
 
 def side_path(db_path: Path) -> Path:
@@ -156,16 +158,30 @@ class SequenceGuard:
         except OSError as exc:
             log.warning("could not write the side file %s: %s", self.side.path, exc)
 
-    async def run_writer(self, min_interval_s: float = 1.0) -> None:
-        """Rewrite the side file after every change, at most every ``min_interval_s`` (one fsync: SD wear)."""
+    async def run_writer(self, heads: Heads | None = None, *, min_interval_s: float = 1.0,
+                         head_poll_s: float = 5.0) -> None:
+        """Rewrite the side file after every change, at most every ``min_interval_s`` (one fsync: SD wear).
+
+        ``heads`` is polled every ``head_poll_s`` so that rows committed while nothing is sent (an outage,
+        or between two sends) are known too: what a rollback takes with it is then recorded as a gap.
+        """
         while True:
-            await self._dirty.wait()
-            await self.flush()
-            await asyncio.sleep(min_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), head_poll_s)
+            if heads is not None:
+                try:
+                    for name, head in (await heads()).items():
+                        self.moved(name, head=head)
+                except sqlite3.OperationalError as exc:  # disk full, locked: the next poll tries again
+                    log.debug("side file: reading the heads failed: %s", exc)
+            if self._dirty.is_set():
+                await self.flush()
+                await asyncio.sleep(min_interval_s)
 
     # ---- rollback detection --------------------------------------------------------------------
-    async def check_local(self) -> dict[str, Any] | None:
-        """Compare the database with the side file; handle a rollback. Returns the report if there was one."""
+    async def check_local(self, upstream: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """Compare the database with the side file (and upstream's marks when known already); handle a
+        rollback. Returns the report if there was one."""
         if self.side is None or self.start is None:
             return None
         doc = self.side.load()
@@ -186,10 +202,12 @@ class SequenceGuard:
                                                "db_replaced")
             await self.flush()
             return None
+        up = upstream or {}
         if doc["generation"] != self.start.generation:
             # An older copy from before a generation change: nothing of the side file applies to it.
-            return await self._rolled_back("side_file", {}, {}, other_generation=str(doc["generation"]))
-        acked = {n: c for n, (c, _) in seen.items()}
+            return await self._rolled_back("side_file", up, {}, other_generation=str(doc["generation"]))
+        # The side file is written at most once a second: upstream may know a little more.
+        acked = {n: max(seen.get(n, (0, 0))[0], up.get(n, 0)) for n in set(seen) | set(up)}
         heads = {n: max(c, h) for n, (c, h) in seen.items()}
         if any(max(acked.get(n, 0), heads.get(n, 0)) > self.start.heads.get(n, 0) for n in self.streams):
             return await self._rolled_back("side_file", acked, heads)

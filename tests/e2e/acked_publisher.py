@@ -26,11 +26,15 @@ def main() -> None:
     lock = threading.Lock()
     acks = open(ack_path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - open for the whole run
 
+    early: set[int] = set()  # PUBACKs that arrived before publish() returned the mid to us
+
     def on_publish(_c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        with lock:
+        with lock:  # never held around a paho call: paho calls this holding its own locks
             i = pending.pop(mid, None)
-        if i is not None:
-            acks.write(f"{i}\n")
+            if i is None:
+                early.add(mid)
+            else:
+                acks.write(f"{i}\n")
 
     client.on_publish = on_publish
     client.on_connect = lambda c, *_: c.publish("hydro/node_hello", json.dumps(hello), qos=1)
@@ -45,9 +49,13 @@ def main() -> None:
     while True:
         i += 1
         sample = {"metric_type": "ec", "value": round(1.0 + (i % 1000) / 1000, 3), "ts": time.time(), "raw": {"i": i}}
+        info = client.publish("hydro/gh1/zone-a/nd-ph-1/telemetry", json.dumps(sample), qos=1)
         with lock:
-            info = client.publish("hydro/gh1/zone-a/nd-ph-1/telemetry", json.dumps(sample), qos=1)
-            pending[info.mid] = i
+            if info.mid in early:
+                early.discard(info.mid)
+                acks.write(f"{i}\n")
+            else:
+                pending[info.mid] = i
         time.sleep(1 / rate)
 
 

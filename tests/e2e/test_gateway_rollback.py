@@ -120,10 +120,13 @@ class Rig:
         self.node: subprocess.Popen[bytes] | None = None
         self.pg: asyncpg.Connection | None = None
         self._last_local = -1
+        self.starts = 0
 
     async def start_gateway(self) -> float:
-        self.gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(self.config)], cwd=ROOT,
-                                   stderr=subprocess.DEVNULL)
+        self.starts += 1
+        with open(self.tmp / f"gateway-{self.starts}.log", "wb") as log:
+            self.gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
+                                       cwd=ROOT, stderr=log)
         started = time.monotonic()
         await _until(lambda: _healthy(self.http_port) or self.gw.poll() is not None, "gateway healthy")
         assert self.gw.poll() is None, "gateway exited"
@@ -188,8 +191,18 @@ async def _figures(rig: Rig, what: str) -> dict[str, int]:
         "upstream_rows": len(upstream),
         "upstream_duplicates": len(upstream) - len(up),
     }
-    print(f"{what}: {figures}")
+    print(f"{what}: {figures}; acknowledged but not upstream: {_ranges(sorted(acked - up))}")
     return figures
+
+
+def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for n in numbers:
+        if out and out[-1][1] == n - 1:
+            out[-1] = (out[-1][0], n)
+        else:
+            out.append((n, n))
+    return out
 
 
 @pytest.mark.slow
@@ -246,11 +259,17 @@ async def test_garbage_in_the_wal(tmp_path: Path, postgres_dsn: str) -> None:
         print(f"WAL damage: alert {alert}")
         assert alert is not None and alert["old_generation"] != alert["new_generation"]
         restart_rows = after
-        await _until(lambda: len(_local_numbers(rig.db)) >= restart_rows + 600, "600 new samples")
+        try:
+            await _until(lambda: len(_local_numbers(rig.db)) >= restart_rows + 600, "600 new samples")
+        except AssertionError:
+            print("gateway rc", rig.gw.poll() if rig.gw else None, sorted(p.name for p in rig.db.parent.iterdir()))
+            print((tmp_path / f"gateway-{rig.starts}.log").read_text()[-3000:])
+            raise
         rig.stop_node()
         await _until(rig.drained, "the local file upstream")
         figures = await _figures(rig, "WAL damage")
         assert figures["local_rows_missing_upstream"] == 0
+        print(f"WAL damage: gaps {_gaps(rig.db)}")
     finally:
         await rig.close()
 
