@@ -124,7 +124,9 @@ class Gateway:
         from drivers.serial_link import SerialLink
         from gateway.web.server import WebServer
 
-        recovered = await open_or_recover(self.db, on_corrupt=self.settings.storage.on_corrupt)
+        storage = self.settings.storage
+        recovered = await open_or_recover(self.db, on_corrupt=storage.on_corrupt,
+                                          check_max_bytes=storage.quick_check_max_bytes)
         try:
             # The local sequence marks before anything writes: the uplink's rollback check compares them.
             self.db_start = await capture_start(self.db)
@@ -250,6 +252,11 @@ class Gateway:
         self._corruption.set()
 
     async def _storage_guard(self) -> None:
+        if self.db.check_pending:  # too large to check before starting: check it now, alongside
+            try:
+                await self.db.check_in_background()
+            except Exception as exc:  # reported through on_corruption (marker set, restart below)
+                log.error("background quick_check failed: %r", exc)
         await self._corruption.wait()
         raise RuntimeError("the database is corrupt (marked; the next start moves it aside)")
 

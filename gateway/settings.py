@@ -253,6 +253,9 @@ class StorageSection(_Section):
     # "move_aside" keeps it under a timestamped name and starts a fresh one (with an alert);
     # "exit" stops the process at once with a clear message so an operator can look first.
     on_corrupt: Literal["move_aside", "exit"] = "move_aside"
+    # PRAGMA quick_check reads the whole file: up to this size at start (about 5-10 s on an SD card),
+    # a larger file is checked in the background while the gateway already runs (restart if it fails).
+    quick_check_max_bytes: int = Field(default=256_000_000, ge=0)
 
 
 class Settings(_Section):

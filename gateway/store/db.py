@@ -103,14 +103,21 @@ def move_aside(path: Path, stamp: str) -> list[str]:
     return moved
 
 
-async def open_or_recover(db: Database, *, on_corrupt: str = "move_aside") -> CorruptRecovery | None:
+async def open_or_recover(
+    db: Database, *, on_corrupt: str = "move_aside", check_max_bytes: int | None = None
+) -> CorruptRecovery | None:
     """Open ``db``; if the file is damaged, move it aside and start a fresh one (or raise with ``"exit"``).
 
-    Returns what was done when the file had to be replaced, None for a healthy file. Errors that are not
-    corruption (permissions, disk full, a bad migration) are raised unchanged.
+    The file is checked with ``PRAGMA quick_check`` first unless it is larger than ``check_max_bytes``
+    (reading gigabytes from an SD card would hold the start for minutes): then ``db.check_pending`` is
+    set and the caller runs ``db.check_in_background()``. Returns what was done when the file had to be
+    replaced, None for a healthy file. Errors that are not corruption (permissions, disk full, a bad
+    migration) are raised unchanged.
     """
+    full = check_max_bytes is None or _file_sizes(db.path) <= check_max_bytes
     try:
-        await db.open()
+        await db.open(quick_check=full)
+        db.check_pending = not full
         return None
     except Exception as exc:
         if not is_corruption(exc):
@@ -156,6 +163,7 @@ class Database:
         # Called once with the first SQLITE_CORRUPT seen at run time (the gateway then restarts so that
         # the start-up path moves the file aside); services that retry errors would otherwise spin on it.
         self.on_corruption: Callable[[BaseException], None] | None = None
+        self.check_pending = False  # opened without quick_check: run check_in_background()
         self._corruption_seen = False
 
     def _seen(self, exc: BaseException) -> None:
@@ -181,8 +189,8 @@ class Database:
             raise RuntimeError("database is not open")
         return self._conn
 
-    async def open(self, migrations: Iterable[tuple[int, str, str]] | None = None) -> None:
-        """Open the file, set WAL once, apply pending migrations."""
+    async def open(self, migrations: Iterable[tuple[int, str, str]] | None = None, *, quick_check: bool = True) -> None:
+        """Open the file, check it (``PRAGMA quick_check`` unless told not to), set WAL, apply migrations."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         marker = corrupt_marker(self.path)
         if marker.exists():
@@ -197,10 +205,11 @@ class Database:
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
-            async with conn.execute("PRAGMA quick_check(5)") as cur:
-                problems = [str(r[0]) for r in await cur.fetchall()]
-            if problems != ["ok"]:
-                raise DatabaseCorrupt(self.path, "quick_check: " + "; ".join(problems)[:500])
+            if quick_check:
+                async with conn.execute("PRAGMA quick_check(5)") as cur:
+                    problems = [str(r[0]) for r in await cur.fetchall()]
+                if problems != ["ok"]:
+                    raise DatabaseCorrupt(self.path, "quick_check: " + "; ".join(problems)[:500])
             await self._migrate(bundled_migrations() if migrations is None else list(migrations))
             await self._load_generation()
         except BaseException:
@@ -209,6 +218,27 @@ class Database:
             with suppress(Exception):
                 await conn.close()
             raise
+
+    async def check_in_background(self) -> None:
+        """``PRAGMA quick_check`` on a separate read-only connection (for files too large to check at start);
+        raises DatabaseCorrupt, after reporting it through ``on_corruption``."""
+
+        def check() -> list[str]:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                return [str(r[0]) for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+            finally:
+                conn.close()
+
+        try:
+            problems = await asyncio.to_thread(check)
+        except sqlite3.DatabaseError as exc:
+            problems = [f"{type(exc).__name__}: {exc}"]
+        if problems != ["ok"]:
+            corrupt = DatabaseCorrupt(self.path, "quick_check: " + "; ".join(problems)[:500])
+            self._seen(corrupt)
+            raise corrupt
+        log.info("database %s passed its quick_check", self.path)
 
     async def _load_generation(self) -> None:
         row = await self.fetchone("SELECT value FROM db_meta WHERE key = 'generation'")

@@ -25,9 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60.0  # generous: the bar is 5 s, the figure measured is printed
 
 
-def _config(tmp: Path, http_port: int, on_corrupt: str | None = None) -> Path:
+def _config(tmp: Path, http_port: int, on_corrupt: str | None = None, check_max_bytes: int | None = None) -> Path:
     path = tmp / "gateway.toml"
-    storage = f'[storage]\non_corrupt = "{on_corrupt}"\n' if on_corrupt else ""
+    storage = "[storage]\n"
+    if on_corrupt:
+        storage += f'on_corrupt = "{on_corrupt}"\n'
+    if check_max_bytes is not None:
+        storage += f"quick_check_max_bytes = {check_max_bytes}\n"
     path.write_text(f"""
 [gateway]
 id = "gw-corrupt"
@@ -215,3 +219,28 @@ async def test_sqlite_corrupt_at_run_time_restarts_once_and_then_runs_on_a_fresh
         assert "run time" in str(alert["reason"]) and len(list(rig.db.parent.glob("gateway.db.corrupt-*"))) == 1
     finally:
         await rig.close()
+
+
+@pytest.mark.slow
+async def test_a_file_too_large_to_check_at_start_is_checked_alongside_and_replaced_after_one_restart(
+    tmp_path: Path, gateway_proc: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    db = tmp_path / "data" / "gateway.db"
+    db.parent.mkdir()
+    await _seeded(db)
+    dbdamage.overwrite_page(db)
+    port = free_port()
+    config = _config(tmp_path, port, check_max_bytes=100_000)  # "large": checked in the background
+
+    proc = gateway_proc(config)
+    _wait(proc, port)  # serving at once, without reading the whole file first
+    try:
+        rc = await asyncio.to_thread(proc.wait, DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the background quick_check did not catch the damaged page")
+    assert rc == 1
+    assert "quick_check" in corrupt_marker(db).read_text()
+    proc = gateway_proc(config)  # what systemd does next
+    _wait(proc, port)
+    assert "run time" in str(_active_alerts(db)["infra_db_corrupt"]["reason"])
+    assert len(list(db.parent.glob("gateway.db.corrupt-*"))) == 1
