@@ -125,6 +125,8 @@ class Uplink:
         except (UpstreamError, TimeoutError) as exc:
             log.warning("upstream marks not available at start (%s); checking the side file alone", exc)
             first, answered = None, False
+            for st in self._status.values():
+                st.last_error = f"start check (upstream marks): {exc or type(exc).__name__}"
         await guard.check_local(first)
         marks = first if answered else await self._upstream_marks(start.generation)
         if marks is not None:
@@ -142,6 +144,8 @@ class Uplink:
                 return marks
             except UpstreamError as exc:
                 log.warning("upstream marks for generation %s: %s", generation, exc)
+                for st in self._status.values():  # nothing is sent before this answer: say why
+                    st.last_error, st.last_status = f"start check (upstream marks): {exc}", exc.status
                 await self.reachability.record(exc.status is not None and exc.status < 500)
                 if exc.status is not None:
                     http_failures += 1
