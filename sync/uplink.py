@@ -74,6 +74,7 @@ class Uplink:
         self.guard = guard
         self.on_conflict = on_conflict
         self.conflicts = 0
+        self.switching = asyncio.Lock()
         # Nothing is sent before the start-up rollback check has run (with a guard).
         self.cleared = asyncio.Event()
         if guard is None:
@@ -360,18 +361,20 @@ class _StreamLoop:
         up.conflicts += 1
         details = {"stream": self.spec.name, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
                    "generation": batch.generation, "response": result.detail[:500]}
-        if batch.generation == up.db.generation:
-            try:
-                details["new_generation"] = await up.db.new_generation()
-            except sqlite3.OperationalError as exc:
-                await self._storage_problem(exc)
-                return
+        try:
+            async with up.switching:  # two streams answered 409 at once: one new generation, one alert
+                switch = batch.generation == up.db.generation
+                if switch:
+                    details["new_generation"] = await up.db.new_generation()
+        except sqlite3.OperationalError as exc:
+            await self._storage_problem(exc)
+            return
+        if switch:
             log.error("stream %s: upstream conflict on seq %d-%d of generation %s; now generation %s: %s",
                       self.spec.name, batch.first_seq, batch.last_seq, batch.generation,
                       details["new_generation"], result.detail[:200])
             if up.guard is not None:
-                up.guard.moved(self.spec.name)
-                await up.guard.flush()
+                await up.guard.flush()  # the side file names the new generation
             if up.on_conflict is not None:
                 try:
                     await up.on_conflict(details)
