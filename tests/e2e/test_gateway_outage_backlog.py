@@ -28,6 +28,7 @@ def _get(port: int, path: str) -> bytes:
 def _telemetry_status(port: int) -> dict[str, Any]:
     doc = json.loads(_get(port, "/api/status"))
     [st] = [s for s in doc["sync"]["streams"] if s["stream"] == "telemetry"]
+    assert re.fullmatch(r"[0-9a-f]{16}", doc["sync"]["generation"])  # the database generation is shown
     return dict(st)
 
 

@@ -235,6 +235,11 @@ async def test_database_replaced_by_an_older_copy(tmp_path: Path, postgres_dsn: 
         gaps = _gaps(rig.db)
         print(f"older copy: gaps {gaps}")
         assert all(reason == "db_rolled_back" for *_, reason in gaps)
+        # The central side hears it too: the alert went up the alerts stream.
+        assert rig.pg is not None
+        codes = [json.loads(r["data"]).get("code") for r in await rig.pg.fetch(
+            "SELECT data FROM stream_items WHERE gateway_id = $1 AND stream = 'alerts'", rig.gateway_id)]
+        assert "infra_db_rolled_back" in codes
     finally:
         await rig.close()
 
