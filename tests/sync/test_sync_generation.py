@@ -10,16 +10,18 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.clock import ManualClock
 from gateway.store.db import Database
-from sync.client import Outcome, UpstreamClient
+from sync.client import Outcome, UpstreamClient, UpstreamError
 from sync.generation import SequenceGuard, SideFile, capture_start, side_path
 from sync.outbox import read_batch
 from sync.streams import ALL_STREAMS, TELEMETRY_SPEC
 from sync.tools.seed_db import add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.e2e.dbdamage import copy_database, replace_with
-from tests.sync.synckit import RunningReceiver, drive, eventually, running
+from tests.sync.synckit import TOKEN, RunningReceiver, drive, eventually, running
 
 Row = tuple[int, float, float]  # seq, value, ts
 
@@ -257,3 +259,15 @@ async def test_a_fresh_database_in_place_of_a_lost_one_records_what_the_old_one_
         assert [r[0] for r in await _pg_rows(receiver, old)] == list(range(1, 601))
     finally:
         await db.close()
+
+
+async def test_the_marks_query_retries_a_busy_upstream_and_gives_up_on_one_that_refuses_it(
+    receiver: RunningReceiver, client: UpstreamClient
+) -> None:
+    receiver.faults.update({"fail_rate": 1.0, "fail_status": 503})
+    with pytest.raises(UpstreamError) as busy:  # asked again later: the start check waits for it
+        await client.stream_marks("0123456789abcdef")
+    assert busy.value.status == 503
+    receiver.faults.update({"fail_rate": 0.0})
+    async with UpstreamClient(receiver.url, TOKEN + "-wrong", client.gateway_id) as refused:
+        assert await refused.stream_marks("0123456789abcdef") is None  # rely on the side file alone
