@@ -48,6 +48,9 @@ CATALOGUE: dict[str, AlertKind] = {
     "infra_upstream_unreachable": AlertKind("infra", "Central system unreachable", "warning"),
     "infra_disk_low": AlertKind("infra", "Database storage running low", "warning"),
     "infra_db_unreachable": AlertKind("infra", "Local database error", "critical"),
+    "infra_db_corrupt": AlertKind("infra", "Local database was corrupt: moved aside, started fresh", "critical"),
+    "infra_db_rolled_back": AlertKind("infra", "Local database is older than what was sent", "critical"),
+    "infra_sync_conflict": AlertKind("infra", "Upstream holds other data under the same sequence", "critical"),
     "infra_config_rejected": AlertKind("infra", "Config from upstream rejected", "warning"),
     "infra_hardware_fault": AlertKind("infra", "Gateway hardware fault", "critical"),
 }

@@ -24,10 +24,11 @@ from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.settings import Settings
-from gateway.store.db import Database
+from gateway.store.db import Database, is_corruption, mark_corrupt, open_or_recover
 from gateway.timesync import ClockSyncProbe
 from gateway.transport import NodeTransport
 from gateway.writer import TelemetryWriter
+from sync.generation import StartMarks, capture_start
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Gateway:
     simulation: Any = None  # gateway.sim.demo.DemoSimulation in the demo
     sync: Any  # gateway.upstream.UpstreamSync
     automation: Any  # gateway.automation.service.AutomationService
+    db_start: StartMarks | None = None  # local sequence marks when the database was opened
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -97,6 +99,7 @@ class Gateway:
             ing.max_future_skew_s,
         )
         self.ready = asyncio.Event()
+        self._corruption = asyncio.Event()
         self.started_mono = self.clock.monotonic()
         self.started_wall = time.time()
         self.extra_services: dict[str, Service] = {}
@@ -113,11 +116,24 @@ class Gateway:
         from drivers.serial_link import SerialLink
         from gateway.web.server import WebServer
 
-        await self.db.open()
-        web = WebServer(self)
-        # A production start with hardware missing fails here, loudly; it never falls back to fakes.
-        self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))
+        storage = self.settings.storage
+        recovered = await open_or_recover(self.db, on_corrupt=storage.on_corrupt,
+                                          check_max_bytes=storage.quick_check_max_bytes)
         try:
+            # The local sequence marks before anything writes: the uplink's rollback check compares them.
+            self.db_start = await capture_start(self.db)
+            web = WebServer(self)
+            # A production start with hardware missing fails here, loudly; it never falls back to fakes.
+            self.hardware = await asyncio.to_thread(open_hardware, hardware_config(self.settings.hardware))
+        except BaseException:
+            await self.db.close()  # an open connection's thread would keep the failed process alive
+            raise
+        self.db.on_corruption = self._db_corrupted
+        try:
+            if recovered is not None:
+                await self.alerts.raise_alert("infra_db_corrupt", details={
+                    "reason": recovered.reason[:500], "moved_to": list(recovered.moved),
+                    "generation": recovered.new_generation})
             await self.registry.apply_config(self.settings.zones, self.settings.nodes)
             await self._build_safety()
             self.router.on(TopicKind.NODE_HELLO, self.registry.on_hello)
@@ -146,6 +162,7 @@ class Gateway:
                     "relay_watchdog": self.safety.watchdog.run,
                     "automation": self.automation.run,
                     "upstream_sync": self.sync.run,
+                    "storage_guard": self._storage_guard,
                     **self.extra_services,
                 }
                 for port in self.settings.hardware.serial:
@@ -223,9 +240,26 @@ class Gateway:
             raise
         except Exception as exc:
             log.exception("service %s crashed", name)
+            if is_corruption(exc):  # SQLITE_CORRUPT at run time: the next start moves the file aside
+                mark_corrupt(self.settings.db_path, f"service {name}: {exc!r}")
             await self._record_crash(name, exc)
             raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
         raise ServiceCrashed(f"service {name} stopped unexpectedly")
+
+    def _db_corrupted(self, exc: BaseException) -> None:
+        """SQLITE_CORRUPT at run time: leave the marker and restart, so the start moves the file aside."""
+        log.critical("database %s reports corruption: %r; restarting to move it aside", self.settings.db_path, exc)
+        mark_corrupt(self.settings.db_path, repr(exc))
+        self._corruption.set()
+
+    async def _storage_guard(self) -> None:
+        if self.db.check_pending:  # too large to check before starting: check it now, alongside
+            try:
+                await self.db.check_in_background()
+            except Exception as exc:  # reported through on_corruption (marker set, restart below)
+                log.error("background quick_check failed: %r", exc)
+        await self._corruption.wait()
+        raise RuntimeError("the database is corrupt (marked; the next start moves it aside)")
 
     async def _record_crash(self, name: str, exc: BaseException) -> None:
         """Leave an alert behind (it goes upstream after the restart systemd does next)."""

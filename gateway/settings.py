@@ -258,6 +258,18 @@ class NodeConfig(_Section):
     node_type: str = ""
 
 
+class StorageSection(_Section):
+    """The local SQLite buffer."""
+
+    # A database that fails its integrity check at start (or reported corruption at run time):
+    # "move_aside" keeps it under a timestamped name and starts a fresh one (with an alert);
+    # "exit" stops the process at once with a clear message so an operator can look first.
+    on_corrupt: Literal["move_aside", "exit"] = "move_aside"
+    # PRAGMA quick_check reads the whole file: up to this size at start (about 5-10 s on an SD card),
+    # a larger file is checked in the background while the gateway already runs (restart if it fails).
+    quick_check_max_bytes: int = Field(default=256_000_000, ge=0)
+
+
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -268,6 +280,7 @@ class Settings(_Section):
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
+    storage: StorageSection = StorageSection()
     hardware: HardwareSection = HardwareSection()
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()

@@ -12,6 +12,7 @@ from gateway.commands import CommandRefused
 from gateway.settings import NodeConfig, ZoneConfig
 from sync.client import UpstreamClient
 from sync.downlink import Downlink, DownlinkSettings
+from sync.generation import SequenceGuard, SideFile, side_path
 from sync.reachability import Reachability
 from sync.retention import DiskLevel, Retention, RetentionSettings
 from sync.uplink import Uplink, UplinkSettings
@@ -84,6 +85,9 @@ class UpstreamSync:
                 rng=random.Random(),
                 reachability=self.reachability,
                 on_storage_error=self._storage_error,
+                guard=SequenceGuard(gw.db, SideFile(side_path(gw.settings.db_path)), gw.db_start,
+                                    on_rollback=self._rolled_back),
+                on_conflict=self._conflict,
             )
             self.downlink = Downlink(
                 gw.db,
@@ -154,6 +158,12 @@ class UpstreamSync:
             await self.gw.alerts.raise_alert("infra_disk_low", details={"error": message[:300]})
         except Exception:  # the alert itself may not fit on a full disk; the log line stands
             log.exception("could not record the storage error")
+
+    async def _rolled_back(self, report: dict[str, Any]) -> None:
+        await self.gw.alerts.raise_alert("infra_db_rolled_back", details=report)
+
+    async def _conflict(self, details: dict[str, Any]) -> None:
+        await self.gw.alerts.raise_alert("infra_sync_conflict", details=details)
 
     async def _config_rejected(self, problems: list[str]) -> None:
         await self.gw.alerts.raise_alert("infra_config_rejected", details={"problems": problems[:20]})

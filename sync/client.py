@@ -25,6 +25,7 @@ class Outcome(Enum):
     REJECTED = "rejected"  # other 4xx: the batch itself is wrong; quarantine after N attempts
     TOO_LARGE = "too_large"  # 413: send fewer rows
     DENIED = "denied"  # 401/403/404/410: the gateway is refused, not the batch; never quarantine
+    CONFLICT = "conflict"  # 409: the sequence numbers hold other data upstream; never a success
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ def make_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
-def idempotency_key(gateway_id: str, stream: str, first_seq: int, last_seq: int) -> str:
-    """``<gateway_id>:<stream>:<first_seq>-<last_seq>`` as the contract defines it."""
-    return f"{gateway_id}:{stream}:{first_seq}-{last_seq}"
+def idempotency_key(gateway_id: str, generation: str, stream: str, first_seq: int, last_seq: int) -> str:
+    """``<gateway_id>:<generation>:<stream>:<first_seq>-<last_seq>`` as the contract defines it."""
+    return f"{gateway_id}:{generation}:{stream}:{first_seq}-{last_seq}"
 
 
 def classify(status: int) -> Outcome:
@@ -77,6 +78,8 @@ def classify(status: int) -> Outcome:
         return Outcome.RETRY
     if status == 413:
         return Outcome.TOO_LARGE
+    if status == 409:
+        return Outcome.CONFLICT
     if status in (401, 403, 404, 410):
         return Outcome.DENIED
     if 400 <= status < 500:
@@ -160,6 +163,30 @@ class UpstreamClient:
                 return BatchResult(outcome, resp.status, text, resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return BatchResult(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
+
+    async def stream_marks(self, generation: str) -> dict[str, int] | None:
+        """Last sequence stored upstream per stream for ``generation``; None if the upstream does not say.
+
+        Raises UpstreamError when it cannot be asked now (network, 5xx, 429): the caller retries.
+        """
+        try:
+            async with self.session.get(self._url("generations", generation, "streams")) as resp:
+                if resp.status in (408, 429) or resp.status >= 500:
+                    raise UpstreamError(f"GET stream marks: HTTP {resp.status}", resp.status)
+                if resp.status != 200:
+                    return None  # an upstream without this endpoint (or refusing it): rely on local marks
+                doc = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise UpstreamError(f"GET stream marks: {type(exc).__name__}: {exc}") from exc
+        streams = doc.get("streams") if isinstance(doc, dict) else None
+        if not isinstance(streams, dict):
+            return None
+        marks: dict[str, int] = {}
+        for name, mark in streams.items():
+            seq = mark.get("last_seq") if isinstance(mark, dict) else None
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0:
+                marks[str(name)] = seq
+        return marks
 
     async def get_config(self, etag: str | None) -> ConfigFetch:
         """Conditional GET of the gateway config."""

@@ -25,6 +25,7 @@ class Batch:
     last_seq: int
     count: int
     key: str
+    generation: str
     body: bytes
     raw_bytes: int
     oldest_at: float | None
@@ -66,6 +67,7 @@ async def read_batch(
     gateway_id: str,
     after_seq: int,
     *,
+    generation: str,
     max_rows: int,
     max_bytes: int,
     gzip_level: int = 5,
@@ -84,8 +86,8 @@ async def read_batch(
         return None
     # Encoding and gzip run off the loop so a 2000-row batch never stalls MQTT or the safety loop.
     if encoded is None:
-        return await asyncio.to_thread(_encode_dicts, spec.name, gateway_id, rows, max_bytes, gzip_level)
-    return await asyncio.to_thread(_encode, spec.name, gateway_id, encoded, max_bytes, gzip_level)
+        return await asyncio.to_thread(_encode_dicts, spec.name, gateway_id, generation, rows, max_bytes, gzip_level)
+    return await asyncio.to_thread(_encode, spec.name, gateway_id, generation, encoded, max_bytes, gzip_level)
 
 
 def _with_time(rows: list[tuple[int, Item]]) -> list[EncodedRow]:
@@ -97,12 +99,14 @@ def _with_time(rows: list[tuple[int, Item]]) -> list[EncodedRow]:
 
 
 def _encode_dicts(
-    stream: str, gateway_id: str, rows: list[tuple[int, Item]], max_bytes: int, level: int
+    stream: str, gateway_id: str, generation: str, rows: list[tuple[int, Item]], max_bytes: int, level: int
 ) -> Batch:
-    return _encode(stream, gateway_id, _with_time(rows), max_bytes, level)
+    return _encode(stream, gateway_id, generation, _with_time(rows), max_bytes, level)
 
 
-def _encode(stream: str, gateway_id: str, rows: list[EncodedRow], max_bytes: int, level: int) -> Batch:
+def _encode(
+    stream: str, gateway_id: str, generation: str, rows: list[EncodedRow], max_bytes: int, level: int
+) -> Batch:
     """Take items until the byte cap (always at least one), wrap them in the envelope, gzip."""
     parts: list[str] = []
     size = 0
@@ -114,7 +118,8 @@ def _encode(stream: str, gateway_id: str, rows: list[EncodedRow], max_bytes: int
     kept = rows[: len(parts)]
     first, last = kept[0][0], kept[-1][0]
     head = _DUMPS(
-        {"gateway_id": gateway_id, "stream": stream, "first_seq": first, "last_seq": last, "count": len(kept)}
+        {"gateway_id": gateway_id, "generation": generation, "stream": stream, "first_seq": first,
+         "last_seq": last, "count": len(kept)}
     )
     raw = (head[:-1] + ',"items":[' + ",".join(parts) + "]}").encode()
     return Batch(
@@ -122,7 +127,8 @@ def _encode(stream: str, gateway_id: str, rows: list[EncodedRow], max_bytes: int
         first_seq=first,
         last_seq=last,
         count=len(kept),
-        key=idempotency_key(gateway_id, stream, first, last),
+        key=idempotency_key(gateway_id, generation, stream, first, last),
+        generation=generation,
         body=gzip.compress(raw, compresslevel=level, mtime=0),
         raw_bytes=len(raw),
         oldest_at=kept[0][2],

@@ -48,7 +48,7 @@ class SyncStatus:
     """Live state of one stream; ``to_dict`` makes it JSON-ready."""
 
     stream: str
-    state: str = "starting"  # starting | idle | sending | backoff | denied | storage_error
+    state: str = "starting"  # starting | checking | idle | sending | backoff | denied | conflict | storage_error
     cursor: int = 0
     backlog_rows: int = 0
     oldest_unsynced_at: float | None = None

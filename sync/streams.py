@@ -16,6 +16,7 @@ Backlog = Callable[[Database, int], Awaitable[tuple[int, float | None]]]
 # (seq, item already encoded as JSON text, gateway time of the row)
 EncodedRow = tuple[int, str, float | None]
 FetchJson = Callable[[Database, int, int], Awaitable[list[EncodedRow]]]
+Head = Callable[[Database], Awaitable[int]]
 
 TELEMETRY = "telemetry"
 ALERTS = "alerts"
@@ -38,6 +39,7 @@ class StreamSpec:
     backlog: Backlog
     default_max_rows: int
     fetch_json: FetchJson | None = None
+    head: Head | None = None  # the highest sequence the stream has locally (0 if empty)
 
 
 _TELEMETRY_SQL = (
@@ -115,6 +117,12 @@ async def telemetry_backlog(db: Database, after_seq: int) -> tuple[int, float | 
     return max(0, int(head[0]) - after_seq), float(oldest[0])
 
 
+async def telemetry_head(db: Database) -> int:
+    """Highest telemetry sequence in the file (rowid: O(1))."""
+    row = await db.fetchone("SELECT MAX(id) FROM telemetry_samples")
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
 def outbox_stream(name: str, default_max_rows: int = 500) -> StreamSpec:
     """A stream stored as ``sync_outbox`` rows whose ``body`` is the JSON object to send."""
 
@@ -133,7 +141,11 @@ def outbox_stream(name: str, default_max_rows: int = 500) -> StreamSpec:
             return 0, None
         return int(row[0]), (float(row[1]) if row[1] is not None else None)
 
-    return StreamSpec(name=name, fetch=fetch, backlog=backlog, default_max_rows=default_max_rows)
+    async def head(db: Database) -> int:
+        row = await db.fetchone("SELECT MAX(id) FROM sync_outbox WHERE stream = ?", (name,))
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    return StreamSpec(name=name, fetch=fetch, backlog=backlog, default_max_rows=default_max_rows, head=head)
 
 
 def _body(text: str) -> Any:
@@ -146,7 +158,7 @@ def _body(text: str) -> Any:
 
 TELEMETRY_SPEC = StreamSpec(
     name=TELEMETRY, fetch=fetch_telemetry, backlog=telemetry_backlog, default_max_rows=2000,
-    fetch_json=fetch_telemetry_json,
+    fetch_json=fetch_telemetry_json, head=telemetry_head,
 )
 ALL_STREAMS: tuple[StreamSpec, ...] = (TELEMETRY_SPEC, *(outbox_stream(n) for n in OUTBOX_STREAMS))
 STREAM_NAMES = tuple(s.name for s in ALL_STREAMS)

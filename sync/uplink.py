@@ -13,7 +13,8 @@ from typing import Any
 from gateway.clock import Clock, SystemClock
 from gateway.store.db import Database
 from sync.backoff import Backoff, parse_retry_after
-from sync.client import BatchResult, Outcome, UpstreamClient
+from sync.client import BatchResult, Outcome, UpstreamClient, UpstreamError
+from sync.generation import SequenceGuard
 from sync.outbox import Batch, load_cursor, quarantine, read_batch, record_success
 from sync.reachability import Reachability
 from sync.status import SyncStatus
@@ -23,6 +24,7 @@ from sync.streams import ALL_STREAMS, TELEMETRY, StreamSpec
 log = logging.getLogger(__name__)
 
 OnStorageError = Callable[[str], Awaitable[None]]
+OnConflict = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class UplinkSettings:
     reject_attempts: int = 3  # a batch-specific 4xx is retried this often before quarantine
     bisect_rejected: bool = True  # narrow a rejected batch down to the offending rows
     backlog_refresh_s: float = 10.0
+    marks_http_attempts: int = 5  # an upstream that answers the marks query with errors this often is not asked
+    marks_first_timeout_s: float = 5.0  # the first marks query at start, before the side-file check
 
 
 class Uplink:
@@ -56,6 +60,8 @@ class Uplink:
         rng: random.Random | None = None,
         reachability: Reachability | None = None,
         on_storage_error: OnStorageError | None = None,
+        guard: SequenceGuard | None = None,
+        on_conflict: OnConflict | None = None,
     ) -> None:
         self.db = db
         self.client = client
@@ -65,6 +71,14 @@ class Uplink:
         self.rng = rng or random.Random()
         self.reachability = reachability or Reachability(clock=self.clock)
         self.on_storage_error = on_storage_error
+        self.guard = guard
+        self.on_conflict = on_conflict
+        self.conflicts = 0
+        self.switching = asyncio.Lock()
+        # Nothing is sent before the start-up rollback check has run (with a guard).
+        self.cleared = asyncio.Event()
+        if guard is None:
+            self.cleared.set()
         self._status = {s.name: SyncStatus(s.name, batch_limit=self._full_limit(s)) for s in self.streams}
         self._wake = {s.name: asyncio.Event() for s in self.streams}
 
@@ -74,10 +88,72 @@ class Uplink:
     async def run(self, *, until_idle: bool = False) -> None:
         """Send forever (cancel to stop); with ``until_idle`` return once every stream is caught up."""
         async with asyncio.TaskGroup() as tg:
+            if not self.cleared.is_set():
+                tg.create_task(self._start_check(), name="uplink-start-check")
             for spec in self.streams:
                 tg.create_task(_StreamLoop(self, spec).run(until_idle), name=f"uplink-{spec.name}")
             if not until_idle:
                 tg.create_task(self.reachability.run(), name="uplink-reachability")
+                if self.guard is not None:
+                    tg.create_task(self.guard.run_writer(self._heads), name="uplink-side-file")
+        if self.guard is not None:
+            await self.guard.flush()
+
+    async def _heads(self) -> dict[str, int]:
+        """The highest local sequence of every stream (O(1) each), read in one transaction."""
+        heads: dict[str, int] = {}
+        async with self.db.transaction():
+            for spec in self.streams:
+                if spec.head is not None:
+                    heads[spec.name] = await spec.head(self.db)
+        return heads
+
+    async def _start_check(self) -> None:
+        """Rollback check against the side file, then against upstream's marks; then sending may start."""
+        guard = self.guard
+        assert guard is not None
+        start = guard.start
+        if start is None or start.created:
+            await guard.check_local()
+            self.cleared.set()
+            return
+        # One quick question first, so the side-file check can use upstream's exact marks (an exact gap);
+        # if upstream cannot answer now, the side file decides and upstream is asked again before sending.
+        try:
+            first: dict[str, int] | None = await asyncio.wait_for(
+                self.client.stream_marks(start.generation), self.settings.marks_first_timeout_s)
+            answered = True
+        except (UpstreamError, TimeoutError) as exc:
+            log.warning("upstream marks not available at start (%s); checking the side file alone", exc)
+            first, answered = None, False
+            for st in self._status.values():
+                st.last_error = f"start check (upstream marks): {exc or type(exc).__name__}"
+        await guard.check_local(first)
+        marks = first if answered else await self._upstream_marks(start.generation)
+        if marks is not None:
+            await guard.check_upstream(marks)
+        self.cleared.set()
+
+    async def _upstream_marks(self, generation: str) -> dict[str, int] | None:
+        """Ask upstream what it stored for ``generation``; retried while it cannot be reached."""
+        backoff = Backoff(self.settings.backoff_base_s, self.settings.backoff_cap_s, self.rng)
+        http_failures = 0
+        while True:
+            try:
+                marks = await self.client.stream_marks(generation)
+                await self.reachability.record(True)
+                return marks
+            except UpstreamError as exc:
+                log.warning("upstream marks for generation %s: %s", generation, exc)
+                for st in self._status.values():  # nothing is sent before this answer: say why
+                    st.last_error, st.last_status = f"start check (upstream marks): {exc}", exc.status
+                await self.reachability.record(exc.status is not None and exc.status < 500)
+                if exc.status is not None:
+                    http_failures += 1
+                    if http_failures >= self.settings.marks_http_attempts:
+                        log.error("upstream does not report its marks; relying on the side file alone")
+                        return None
+            await self.clock.sleep(backoff.next_delay())
 
     def notify(self, stream: str | None = None) -> None:
         """New rows exist: wake the idle loop of ``stream`` (or of all streams) now instead of at the poll."""
@@ -91,6 +167,9 @@ class Uplink:
         return {
             "streams": {name: st.to_dict(wall, mono) for name, st in self._status.items()},
             "upstream": self.reachability.status(),
+            "generation": self.db.generation,
+            "conflicts": self.conflicts,
+            "rollback": self.guard.report if self.guard is not None else None,
         }
 
     def stream_status(self, stream: str) -> SyncStatus:
@@ -116,6 +195,9 @@ class _StreamLoop:
     async def run(self, until_idle: bool) -> None:
         """Loop: read one batch, send it, act on the outcome."""
         await self._guard_storage(self._load)
+        if not self.up.cleared.is_set():
+            await self._wait_cleared()
+            await self._guard_storage(self._load)  # the check may have moved the cursor
         ahead: asyncio.Task[Batch | None] | None = None
         while True:
             try:
@@ -151,7 +233,7 @@ class _StreamLoop:
 
     async def _read(self, after_seq: int) -> Batch | None:
         return await read_batch(
-            self.up.db, self.spec, self.up.client.gateway_id, after_seq,
+            self.up.db, self.spec, self.up.client.gateway_id, after_seq, generation=self.up.db.generation,
             max_rows=self.limit, max_bytes=self.cfg.max_bytes, gzip_level=self.cfg.gzip_level,
         )
 
@@ -162,6 +244,20 @@ class _StreamLoop:
         st.rows_sent, st.batches_sent = cursor.rows_sent, cursor.batches_sent
         st.duplicate_batches, st.quarantined_rows = cursor.duplicate_batches, cursor.quarantined_rows
         await self._refresh_backlog(force=True)
+
+    async def _wait_cleared(self) -> None:
+        """Wait for the start-up check, keeping the backlog figures current meanwhile."""
+        self.st.state = "checking"
+        while not self.up.cleared.is_set():
+            sleeper = asyncio.ensure_future(self.up.clock.sleep(self.cfg.backlog_refresh_s))
+            waiter = asyncio.ensure_future(self.up.cleared.wait())
+            try:
+                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (sleeper, waiter):
+                    fut.cancel()
+            if not self.up.cleared.is_set():
+                await self._refresh_backlog(force=False)
 
     async def _guard_storage(self, op: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -185,6 +281,9 @@ class _StreamLoop:
             return await self._stored(batch, duplicate=result.outcome is Outcome.DUPLICATE)
         st.attempts += 1
         st.last_error = _describe(result)
+        if result.outcome is Outcome.CONFLICT:
+            await self._conflict(batch, result)
+            return False
         if result.outcome is Outcome.TOO_LARGE and batch.count > 1:
             self.limit = max(1, batch.count // 2)
             return False
@@ -210,6 +309,8 @@ class _StreamLoop:
             await self._storage_problem(exc)
             return False
         st.cursor = batch.last_seq
+        if self.up.guard is not None:
+            self.up.guard.moved(self.spec.name, cursor=batch.last_seq)
         st.last_success_at = now
         st.rows_sent += batch.count
         st.batches_sent += 1
@@ -244,6 +345,8 @@ class _StreamLoop:
                   batch.last_seq, result.status, result.detail[:200])
         st = self.st
         st.cursor = batch.last_seq
+        if self.up.guard is not None:
+            self.up.guard.moved(self.spec.name, cursor=batch.last_seq)
         st.quarantined_rows += batch.count
         st.backlog_rows = max(0, st.backlog_rows - batch.count)
         st.attempts = 0
@@ -251,12 +354,49 @@ class _StreamLoop:
         self.backoff.reset()
         return True
 
+    async def _conflict(self, batch: Batch, result: BatchResult) -> None:
+        """409: upstream holds other data under these sequence numbers. Never a success: stop, alert, and
+        continue in a new generation (unless another stream already started one since this batch was read)."""
+        up = self.up
+        up.conflicts += 1
+        details = {"stream": self.spec.name, "first_seq": batch.first_seq, "last_seq": batch.last_seq,
+                   "generation": batch.generation, "response": result.detail[:500]}
+        try:
+            async with up.switching:  # two streams answered 409 at once: one new generation, one alert
+                switch = batch.generation == up.db.generation
+                if switch:
+                    details["new_generation"] = await up.db.new_generation()
+        except sqlite3.OperationalError as exc:
+            await self._storage_problem(exc)
+            return
+        if switch:
+            log.error("stream %s: upstream conflict on seq %d-%d of generation %s; now generation %s: %s",
+                      self.spec.name, batch.first_seq, batch.last_seq, batch.generation,
+                      details["new_generation"], result.detail[:200])
+            if up.guard is not None:
+                await up.guard.flush()  # the side file names the new generation
+            if up.on_conflict is not None:
+                try:
+                    await up.on_conflict(details)
+                except Exception:
+                    log.exception("on_conflict hook failed")
+        await self._wait(self.backoff.next_delay(), "conflict")
+
     async def _wait(self, delay: float, state: str) -> None:
         st = self.st
         st.state, st.last_delay_s = state, delay
         st.next_attempt_at = self.up.clock.monotonic() + delay
         log.debug("stream %s: %s, next attempt in %.1fs (%s)", self.spec.name, state, delay, st.last_error)
-        await self.up.clock.sleep(delay)
+        # Sleep in slices so that an outage shows its real, growing backlog (rows keep arriving while
+        # nothing is sent); otherwise the count would only move after the next successful send.
+        deadline = st.next_attempt_at
+        while True:
+            left = deadline - self.up.clock.monotonic()
+            if left <= 0:
+                break
+            await self.up.clock.sleep(min(left, self.cfg.backlog_refresh_s))
+            if deadline - self.up.clock.monotonic() > 0:
+                await self._refresh_backlog(force=False)
         st.next_attempt_at = None
 
     async def _storage_problem(self, exc: sqlite3.OperationalError) -> None:
@@ -300,10 +440,13 @@ class _StreamLoop:
         try:
             async with self.up.db.transaction():
                 count, oldest = await self.spec.backlog(self.up.db, self.st.cursor)
+                head = await self.spec.head(self.up.db) if self.spec.head is not None else None
         except sqlite3.OperationalError as exc:
             log.warning("stream %s: backlog count failed: %s", self.spec.name, exc)
             return
         self.st.backlog_rows = count
+        if self.up.guard is not None and head is not None:
+            self.up.guard.moved(self.spec.name, head=head)
         if oldest is not None:
             self.st.oldest_unsynced_at = oldest
 

@@ -195,6 +195,8 @@ def sync_view(g: Gateway) -> dict[str, Any]:
         "streams": streams,
         "upstream": uplink.get("upstream"),
         "storage_level": retention.get("level"),
+        "generation": uplink.get("generation"),
+        "conflicts": uplink.get("conflicts"),
     }
 
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from sync.receiver import store
 from sync.receiver.faults import Faults
 from sync.receiver.schema import ensure_schema
-from sync.receiver.validate import STREAMS, check_envelope, check_items, telemetry_columns
+from sync.receiver.validate import GENERATION, STREAMS, check_envelope, check_items, telemetry_columns
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ async def post_batch(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if not key:
         return _json(400, {"error": "Idempotency-Key header is required"})
+    raw = await request.read()
     try:
-        doc = json.loads(await request.read())
+        doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return _json(400, {"error": "body is not (gzip) JSON"})
     problems = check_envelope(doc, gateway_id, stream, key)
@@ -123,13 +124,28 @@ async def post_batch(request: web.Request) -> web.Response:
     problems += [f"seq {s}: rejected by fault injection" for s in rejected]
     if problems:
         return _json(422, {"error": "invalid items", "problems": problems[:50]})
-    duplicate, response = await store.store_batch(st.db, gateway_id, stream, key, items, columns)
+    outcome, response = await store.store_batch(st.db, gateway_id, doc["generation"], stream, key, items, columns,
+                                                store.body_hash(raw))
+    if outcome == store.CONFLICT:
+        st.stats["conflicts"] += 1
+        log.warning("gateway %s: conflict on %s: %s", gateway_id, key, response)
+        return _json(409, response)
+    duplicate = outcome == store.DUPLICATE
     st.stats["rows_inserted"] += response["inserted"]
     st.stats["duplicate_batches"] += int(duplicate)
     if st.faults.take_drop():
         st.stats["dropped_after_commit"] += 1
         _abort(request)
     return _json(200 if duplicate else 201, response)
+
+
+async def get_marks(request: web.Request) -> web.Response:
+    """GET /v1/gateways/{gateway_id}/generations/{generation}/streams: last stored seq per stream."""
+    generation = request.match_info["generation"]
+    if not GENERATION.match(generation):
+        return _json(400, {"error": "generation must be 1-64 characters of [A-Za-z0-9_-]"})
+    marks = await store.stream_marks(request.app[STATE].db, request.match_info["gateway_id"], generation, STREAMS)
+    return _json(200, {"generation": generation, "streams": {k: {"last_seq": v} for k, v in marks.items()}})
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -242,6 +258,7 @@ def make_app(dsn: str, token: str, *, admin_token: str | None = None, faults: Fa
     app.cleanup_ctx.append(_open_pool)
     gw = "/v1/gateways/{gateway_id}"
     app.router.add_post(gw + "/streams/{stream}/batches", post_batch)
+    app.router.add_get(gw + "/generations/{generation}/streams", get_marks)
     app.router.add_get(gw + "/config", get_config)
     app.router.add_get(gw + "/commands/pending", get_pending)
     app.router.add_post(gw + "/commands/{cmd_id}/claim", post_claim)

@@ -11,54 +11,128 @@ import asyncpg
 from sync.receiver.validate import TELEMETRY_COLUMNS, telemetry_columns
 
 _TELEMETRY_INSERT = """
-INSERT INTO telemetry_samples (gateway_id, seq, zone_uid, node_uid, metric_type, channel, value, ts,
+INSERT INTO telemetry_samples (gateway_id, generation, seq, zone_uid, node_uid, metric_type, channel, value, ts,
                                received_at, ts_source, clock_synced, raw)
-SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[],
-                         $8::float8[], $9::float8[], $10::text[], $11::bool[], $12::text[])
+SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],
+                             $9::float8[], $10::float8[], $11::text[], $12::bool[], $13::text[])
 ON CONFLICT DO NOTHING
 """
 _ITEMS_INSERT = """
-INSERT INTO stream_items (gateway_id, stream, seq, created_at, data)
-SELECT $1, $2, * FROM unnest($3::bigint[], $4::float8[], $5::jsonb[])
+INSERT INTO stream_items (gateway_id, generation, stream, seq, created_at, data)
+SELECT $1, $2, $3, * FROM unnest($4::bigint[], $5::float8[], $6::jsonb[])
 ON CONFLICT DO NOTHING
 """
+# Rows of a batch that are already stored under the same (gateway, generation, seq) with other content:
+# a sequence number used twice for different data, which the sender must hear about (409), never a skip.
+_TELEMETRY_DIFFERING = """
+SELECT b.seq FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],
+                         $9::float8[], $10::text[]) AS b(seq, zone_uid, node_uid, metric_type, channel, value, ts, raw)
+JOIN telemetry_samples t ON t.gateway_id = $1 AND t.generation = $2 AND t.seq = b.seq
+WHERE (t.zone_uid, t.node_uid, t.metric_type, t.channel, t.value, t.ts, t.raw)
+      IS DISTINCT FROM (b.zone_uid, b.node_uid, b.metric_type, b.channel, b.value, b.ts, b.raw)
+ORDER BY b.seq LIMIT 20
+"""
+_ITEMS_DIFFERING = """
+SELECT b.seq FROM unnest($4::bigint[], $5::jsonb[]) AS b(seq, data)
+JOIN stream_items t ON t.gateway_id = $1 AND t.generation = $2 AND t.stream = $3 AND t.seq = b.seq
+WHERE t.data IS DISTINCT FROM b.data
+ORDER BY b.seq LIMIT 20
+"""
+
+STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
+
+
+class _Conflict(Exception):
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__(response["error"])
+        self.response = response
 
 
 def _inserted(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+def body_hash(raw: bytes) -> str:
+    """Content hash of a batch body as received (uncompressed JSON)."""
+    return hashlib.sha256(raw).hexdigest()
+
+
 async def store_batch(
-    pool: asyncpg.Pool, gateway_id: str, stream: str, key: str, items: list[dict[str, Any]],
-    columns: dict[str, list[Any]] | None = None,
-) -> tuple[bool, dict[str, Any]]:
-    """Insert a batch once; returns (duplicate, response). Rows already present are skipped by key."""
+    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[dict[str, Any]],
+    columns: dict[str, list[Any]] | None = None, digest: str = "",
+) -> tuple[str, dict[str, Any]]:
+    """Insert a batch once; returns (outcome, response) with outcome stored, duplicate or conflict.
+
+    A repeated key with the same body is a duplicate; with another body, or rows already stored under
+    the same sequence numbers with other content, it is a conflict and nothing is written.
+    """
+    try:
+        return await _store(pool, gateway_id, generation, stream, key, items, columns, digest)
+    except _Conflict as conflict:
+        return CONFLICT, conflict.response
+
+
+async def _store(
+    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[dict[str, Any]],
+    columns: dict[str, list[Any]] | None, digest: str,
+) -> tuple[str, dict[str, Any]]:
     first, last = items[0]["seq"], items[-1]["seq"]
     async with pool.acquire() as conn, conn.transaction():
-        previous = await conn.fetchval(
-            "SELECT response FROM idempotency_keys WHERE gateway_id = $1 AND key = $2", gateway_id, key
+        previous = await conn.fetchrow(
+            "SELECT response, body_hash FROM idempotency_keys WHERE gateway_id = $1 AND key = $2", gateway_id, key
         )
         if previous is not None:
-            return True, {**json.loads(previous), "duplicate": True}
+            if digest and previous["body_hash"] and previous["body_hash"] != digest:
+                raise _Conflict({"error": "Idempotency-Key reused with a different body", "key": key,
+                                 "first_seq": first, "last_seq": last})
+            return DUPLICATE, {**json.loads(previous["response"]), "duplicate": True}
         if stream == "telemetry":
             cols = columns or telemetry_columns(items)
-            status = await conn.execute(_TELEMETRY_INSERT, gateway_id, *(cols[k] for k in TELEMETRY_COLUMNS))
+            args = [cols[k] for k in TELEMETRY_COLUMNS]
+            status = await conn.execute(_TELEMETRY_INSERT, gateway_id, generation, *args)
         else:
+            seqs, datas = [it["seq"] for it in items], [json.dumps(it["data"]) for it in items]
             status = await conn.execute(
-                _ITEMS_INSERT, gateway_id, stream, [it["seq"] for it in items],
-                [it.get("created_at") for it in items], [json.dumps(it["data"]) for it in items],
+                _ITEMS_INSERT, gateway_id, generation, stream, seqs, [it.get("created_at") for it in items], datas
             )
         inserted = _inserted(status)
+        if inserted < len(items):  # a retry cut differently, or a sequence reused: compare the content
+            if stream == "telemetry":
+                differing = await conn.fetch(_TELEMETRY_DIFFERING, gateway_id, generation, *args[:7], args[-1])
+            else:
+                differing = await conn.fetch(_ITEMS_DIFFERING, gateway_id, generation, stream, seqs, datas)
+            if differing:
+                raise _Conflict({"error": "sequence numbers already stored with other content",
+                                 "seqs": [r["seq"] for r in differing], "first_seq": first, "last_seq": last})
         response = {"stored": len(items), "inserted": inserted, "first_seq": first, "last_seq": last,
                     "duplicate": False}
         done = await conn.fetchval(
-            "INSERT INTO idempotency_keys (gateway_id, key, stream, first_seq, last_seq, count, inserted, response)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING RETURNING 1",
-            gateway_id, key, stream, first, last, len(items), inserted, json.dumps(response),
+            "INSERT INTO idempotency_keys (gateway_id, key, stream, first_seq, last_seq, count, inserted, response,"
+            " body_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING RETURNING 1",
+            gateway_id, key, stream, first, last, len(items), inserted, json.dumps(response), digest,
         )
         if done is None:  # a concurrent request with the same key won; our inserts hit its rows
-            return True, {**response, "duplicate": True}
-        return False, response
+            return DUPLICATE, {**response, "duplicate": True}
+        return STORED, response
+
+
+async def stream_marks(
+    pool: asyncpg.Pool, gateway_id: str, generation: str, streams: tuple[str, ...]
+) -> dict[str, int]:
+    """The last stored sequence per stream of one (gateway, generation); 0 for a stream with nothing stored."""
+    marks: dict[str, int] = {}
+    async with pool.acquire() as conn:
+        for stream in streams:
+            if stream == "telemetry":
+                value = await conn.fetchval(
+                    "SELECT max(seq) FROM telemetry_samples WHERE gateway_id = $1 AND generation = $2",
+                    gateway_id, generation)
+            else:
+                value = await conn.fetchval(
+                    "SELECT max(seq) FROM stream_items WHERE gateway_id = $1 AND generation = $2 AND stream = $3",
+                    gateway_id, generation, stream)
+            marks[stream] = int(value or 0)
+    return marks
 
 
 def config_etag(version: int, config: Any) -> str:
@@ -141,8 +215,9 @@ async def stream_summary(pool: asyncpg.Pool, gateway_id: str, stream: str, *, co
                           else ("stream_items", "gateway_id = $1 AND stream = $2", (gateway_id, stream)))
     if count:
         sql = f"SELECT count(*) AS n, min(seq) AS lo, max(seq) AS hi FROM {table} WHERE {where}"
-    else:  # index-only: cheap enough to poll while a million rows arrive
-        sql = (f"SELECT NULL::bigint AS n, (SELECT min(seq) FROM {table} WHERE {where}) AS lo,"
-               f" (SELECT max(seq) FROM {table} WHERE {where}) AS hi")
+    else:  # cheap enough to poll while a million rows arrive: one idempotency key per stored batch
+        sql = ("SELECT NULL::bigint AS n, min(first_seq) AS lo, max(last_seq) AS hi FROM idempotency_keys"
+               " WHERE gateway_id = $1 AND stream = $2")
+        args = (gateway_id, stream)
     row = await pool.fetchrow(sql, *args)
     return {"count": row["n"], "min_seq": row["lo"], "max_seq": row["hi"]}

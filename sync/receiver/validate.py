@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 from typing import Any
 
 STREAMS = ("telemetry", "alerts", "zone_events", "command_status", "node_registrations")
+GENERATION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _OPT_STR = (str, type(None))
 _TELEMETRY_FIELDS: dict[str, tuple[type, ...]] = {
@@ -35,6 +37,9 @@ def check_envelope(doc: Any, gateway_id: str, stream: str, key: str | None) -> l
         problems.append("gateway_id does not match the path")
     if doc.get("stream") != stream:
         problems.append("stream does not match the path")
+    generation = doc.get("generation")
+    if not isinstance(generation, str) or not GENERATION.match(generation):
+        problems.append("generation must be 1-64 characters of [A-Za-z0-9_-]")
     raw_seqs = [it.get("seq") if isinstance(it, dict) else None for it in items]
     if set(map(type, raw_seqs)) != {int}:
         return [*problems, "every item needs a positive integer seq"]
@@ -47,7 +52,7 @@ def check_envelope(doc: Any, gateway_id: str, stream: str, key: str | None) -> l
         problems.append("count does not match the number of items")
     if doc.get("first_seq") != seqs[0] or doc.get("last_seq") != seqs[-1]:
         problems.append("first_seq/last_seq do not match the items")
-    expected = f"{gateway_id}:{stream}:{seqs[0]}-{seqs[-1]}"
+    expected = f"{gateway_id}:{generation}:{stream}:{seqs[0]}-{seqs[-1]}"
     if key != expected:
         problems.append(f"Idempotency-Key must be {expected!r}")
     return problems

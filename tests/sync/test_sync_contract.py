@@ -49,7 +49,9 @@ def test_the_client_calls_only_documented_paths() -> None:
     templates = {"\"streams\", stream, \"batches\"": "/v1/gateways/{gateway_id}/streams/{stream}/batches",
                  "\"config\"": "/v1/gateways/{gateway_id}/config",
                  "\"commands\", \"pending\"": "/v1/gateways/{gateway_id}/commands/pending",
-                 "\"commands\", cmd_id, \"claim\"": "/v1/gateways/{gateway_id}/commands/{cmd_id}/claim"}
+                 "\"commands\", cmd_id, \"claim\"": "/v1/gateways/{gateway_id}/commands/{cmd_id}/claim",
+                 "\"generations\", generation, \"streams\"":
+                     "/v1/gateways/{gateway_id}/generations/{generation}/streams"}
     assert called == set(templates)
     assert set(templates.values()) == set(load_spec()["paths"])
 
@@ -64,7 +66,7 @@ async def test_the_receiver_answers_broken_requests_as_documented(
 ) -> None:
     add_samples(gw_db.path, 5)
     gw = receiver.gateway
-    batch = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, max_rows=5, max_bytes=10**6)
+    batch = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, generation=gw_db.generation, max_rows=5, max_bytes=10**6)
     assert batch is not None
     url = f"{receiver.url}/v1/gateways/{gw}/streams/telemetry/batches"
     auth = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip", "Content-Type": "application/json"}
@@ -95,7 +97,8 @@ async def test_tls_is_verified_and_a_private_ca_file_is_honoured(
     await receiver.start()
     try:
         add_samples(gw_db.path, 3)
-        batch = await read_batch(gw_db, TELEMETRY_SPEC, gateway_id, 0, max_rows=3, max_bytes=10**6)
+        batch = await read_batch(gw_db, TELEMETRY_SPEC, gateway_id, 0, generation=gw_db.generation, max_rows=3,
+                                 max_bytes=10**6)
         assert batch is not None and receiver.url.startswith("https://")
         async with UpstreamClient(receiver.url, TOKEN, gateway_id) as untrusting:
             refused = await untrusting.post_batch("telemetry", batch.body, batch.key)
@@ -111,7 +114,7 @@ async def test_tls_is_verified_and_a_private_ca_file_is_honoured(
 @pytest.mark.parametrize(("status", "outcome"), [
     (200, Outcome.STORED), (201, Outcome.STORED), (408, Outcome.RETRY), (429, Outcome.RETRY),
     (500, Outcome.RETRY), (503, Outcome.RETRY), (413, Outcome.TOO_LARGE), (400, Outcome.REJECTED),
-    (409, Outcome.REJECTED), (422, Outcome.REJECTED), (401, Outcome.DENIED), (403, Outcome.DENIED),
+    (409, Outcome.CONFLICT), (422, Outcome.REJECTED), (401, Outcome.DENIED), (403, Outcome.DENIED),
     (404, Outcome.DENIED),
 ])
 def test_status_codes_map_to_the_documented_behaviour(status: int, outcome: Outcome) -> None:

@@ -59,10 +59,11 @@ async def test_a_repeated_idempotency_key_stores_nothing_twice(
 ) -> None:
     add_samples(gw_db.path, 150)
     gw = client.gateway_id
-    small = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, max_rows=100, max_bytes=10**6)
-    large = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, max_rows=150, max_bytes=10**6)
+    gen = gw_db.generation
+    small = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, generation=gen, max_rows=100, max_bytes=10**6)
+    large = await read_batch(gw_db, TELEMETRY_SPEC, gw, 0, generation=gen, max_rows=150, max_bytes=10**6)
     assert small is not None and large is not None
-    assert small.key == f"{gw}:telemetry:1-100"
+    assert small.key == f"{gw}:{gen}:telemetry:1-100"
 
     first = await client.post_batch("telemetry", small.body, small.key)
     again = await client.post_batch("telemetry", small.body, small.key)
