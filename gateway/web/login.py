@@ -24,7 +24,7 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    """POST /login: admin user name and the admin token; wrong ones count against that credential from this client IP."""
+    """POST /login: admin user name and the admin token; wrong ones count against that credential from this IP."""
     st = state(request)
     form = await request.post()
     nxt = safe_next(form.get("next"))
