@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +25,7 @@ from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.settings import Settings
+from gateway.storage import StorageGuard
 from gateway.store.db import Database
 from gateway.timesync import ClockSyncProbe
 from gateway.transport import NodeTransport
@@ -104,10 +106,14 @@ class Gateway:
             ClockSyncProbe(self.clock.monotonic, assume_synced=settings.is_demo),
             ing.max_future_skew_s,
         )
+        self.storage = StorageGuard(
+            self.db, self.alerts, self.writer, self.clock, self.metrics, settings.storage, settings.gateway.data_dir
+        )
         self.ready = asyncio.Event()
         self.started_mono = self.clock.monotonic()
         self.started_wall = time.time()
         self.extra_services: dict[str, Service] = {}
+        self._storage_failures: dict[str, int] = {}
         self.web_port: int | None = None
         self.mqtt_port: int = settings.broker.port
 
@@ -121,6 +127,7 @@ class Gateway:
         from drivers.serial_link import SerialLink
         from gateway.web.server import WebServer
 
+        self.storage.prepare()
         await self.db.open()
         web = WebServer(self)
         # A production start with hardware missing fails here, loudly; it never falls back to fakes.
@@ -149,6 +156,7 @@ class Gateway:
                     "writer": self.writer.run,
                     "node_supervisor": self.registry.supervise,
                     "housekeeping": self._housekeeping,
+                    "storage_guard": self.storage.run,
                     "command_sweeper": lambda: self.commands.sweeper(self.settings.commands.sweep_interval_s),
                     "safety_loop": self.safety.run,
                     "relay_watchdog": self.safety.watchdog.run,
@@ -216,15 +224,45 @@ class Gateway:
         self.automation.register_periodic("water_cycle", self.water.tick, self.water.tick_s, run_at_start=True)
 
     async def _supervised(self, name: str, service: Service) -> None:
-        try:
+        while True:
+            failures = self._storage_failures.get(name, 0)
+            try:
+                await self._run_watching_recovery(name, service, failures)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _storage_error_only(exc):
+                    log.exception("service %s crashed", name)
+                    await self._record_crash(name, exc)
+                    raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
+                # A SQLite error (disk full, I/O) is the disk's fault, not the service's: restarting the process
+                # would only fail again. Log once, restart the service in place with backoff.
+                failures += 1
+                self._storage_failures[name] = failures
+                self.metrics.service_storage_restarts.labels(service=name).inc()
+                self.storage.note_error(_first_storage_error(exc))
+                delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+                if failures == 1:
+                    log.error("service %s hit a storage error, restarting it with backoff: %s", name,
+                              _first_storage_error(exc))
+                await self.clock.sleep(delay)
+                continue
+            raise ServiceCrashed(f"service {name} stopped unexpectedly")
+
+    async def _run_watching_recovery(self, name: str, service: Service, failures: int) -> None:
+        """Run the service; after storage failures, say once that it recovered when it has run for a while."""
+        if not failures:
             await service()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("service %s crashed", name)
-            await self._record_crash(name, exc)
-            raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
-        raise ServiceCrashed(f"service {name} stopped unexpectedly")
+            return
+        task = asyncio.ensure_future(service())
+        try:
+            await asyncio.wait({task}, timeout=30.0)
+            if not task.done():
+                log.info("service %s recovered after %d storage error(s)", name, failures)
+                self._storage_failures[name] = 0
+            await task
+        finally:
+            task.cancel()
 
     async def _record_crash(self, name: str, exc: BaseException) -> None:
         """Leave an alert behind (it goes upstream after the restart systemd does next)."""
@@ -302,6 +340,19 @@ class _AutomationZoneState:
 
     def locked(self, zone_id: int) -> bool:
         return bool(self._gw.safety.locked(zone_id))
+
+
+def _storage_error_only(exc: BaseException) -> bool:
+    """True when ``exc`` is a SQLite OperationalError, or a group made only of them (a TaskGroup's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_storage_error_only(e) for e in exc.exceptions)
+    return isinstance(exc, sqlite3.OperationalError)
+
+
+def _first_storage_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _rss_bytes() -> int:

@@ -79,7 +79,17 @@ class Registry:
 
     # ---- configuration -------------------------------------------------------------------
     async def apply_config(self, zones: Iterable[ZoneConfig], nodes: Iterable[NodeConfig]) -> None:
-        """Upsert zones and node assignments from config (local file or upstream) and reload the cache."""
+        """Upsert zones and node assignments from config (local file or upstream) and reload the cache.
+
+        On a full disk the stored zones and nodes are used as they are (logged): the gateway still starts.
+        """
+        try:
+            await self._store_config(list(zones), list(nodes))
+        except sqlite3.OperationalError as exc:
+            log.error("could not store the zone/node config (%s): running with the stored one", exc)
+        await self._reload()
+
+    async def _store_config(self, zones: list[ZoneConfig], nodes: list[NodeConfig]) -> None:
         now = self._clock.time()
         async with self._db.transaction() as conn:
             for zone in zones:
@@ -89,7 +99,6 @@ class Registry:
                     (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": zone.water_cycle}), now),
                 )
         self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
-        nodes = list(nodes)
         self._assign_by_hw = {n.hardware_id: n for n in nodes}
         self._assign_by_uid = {n.uid: n for n in nodes}
         async with self._db.transaction() as conn:
@@ -100,9 +109,10 @@ class Registry:
                     "UPDATE nodes SET zone_id=?, validated=?, lifecycle_state=?, updated_at=? WHERE hardware_id=?",
                     (zone_id, int(zone_id is not None), state.value, now, n.hardware_id),
                 )
-        await self._reload()
 
     async def _reload(self) -> None:
+        if not self._zones:  # the config could not be stored: the zones the database knows
+            self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
         rows = await self._db.fetchall(
             "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id"
         )

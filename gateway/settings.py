@@ -104,6 +104,17 @@ class IngestSection(_Section):
     max_future_skew_s: float = Field(default=300.0, ge=0)
 
 
+class StorageSection(_Section):
+    """Disk-full protection of the data directory (see gateway/storage.py)."""
+
+    # Pre-allocated next to the database and deleted when SQLite reports the disk full, so that the
+    # alert, the gap record and the commits already waiting still fit.
+    reserve_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    warn_pct: float = Field(default=80.0, gt=0, le=100)
+    critical_pct: float = Field(default=95.0, gt=0, le=100)
+    poll_s: float = Field(default=5.0, gt=0)
+
+
 class NodesSection(_Section):
     """Node health supervision."""
 
@@ -253,6 +264,7 @@ class Settings(_Section):
     broker: BrokerSection = BrokerSection()
     web: WebSection = WebSection()
     ingest: IngestSection = IngestSection()
+    storage: StorageSection = StorageSection()
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
