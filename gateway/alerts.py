@@ -222,13 +222,19 @@ class Alerts:
 
     async def active(self, zone_id: int | None = None, *, any_zone: bool = True) -> list[dict[str, Any]]:
         """ACTIVE alerts, newest first (all zones unless ``any_zone`` is False), those kept in memory first."""
-        held = [dict(a) for k, a in self._unstored.items() if (any_zone and zone_id is None) or k[0] == zone_id]
-        held.sort(key=lambda a: a["last_seen_at"], reverse=True)
+        held = {k: a for k, a in self._unstored.items() if (any_zone and zone_id is None) or k[0] == zone_id}
         try:
-            return held + await self._active_stored(zone_id, any_zone)
+            stored = await self._active_stored(zone_id, any_zone)
         except sqlite3.OperationalError as exc:
             self._ratelog.warn("active", "could not read alerts: %s", exc)
-            return held
+            stored = []
+        for row in stored:  # an alert stored earlier and repeated while storage fails: one entry, counts added
+            repeat = held.pop((row["zone_id"], row["code"], row["scope"]), None)
+            if repeat is not None:
+                row.update(count=row["count"] + repeat["count"], last_seen_at=repeat["last_seen_at"],
+                           details=repeat["details"], stored=False)
+        memory = sorted((dict(a) for a in held.values()), key=lambda a: a["last_seen_at"], reverse=True)
+        return memory + stored
 
     async def _active_stored(self, zone_id: int | None, any_zone: bool) -> list[dict[str, Any]]:
         if any_zone and zone_id is None:
