@@ -20,6 +20,10 @@ class RateLimitedLog:
         """Log a warning unless this key logged within the interval."""
         self._emit(logging.WARNING, key, msg, args, False)
 
+    def info(self, key: str, msg: str, *args: object) -> None:
+        """Log at INFO unless this key logged within the interval."""
+        self._emit(logging.INFO, key, msg, args, False)
+
     def error(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
         """Log an error (with the traceback when ``exc_info``) unless this key logged within the interval."""
         self._emit(logging.ERROR, key, msg, args, exc_info)

@@ -16,6 +16,7 @@ from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.ratelog import RateLimitedLog
 from gateway.router import RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig
 from gateway.store.db import Database
@@ -76,6 +77,7 @@ class Registry:
         self._assign_by_uid: dict[str, NodeConfig] = {}
         self._last_seen_mono: dict[str, float] = {}
         self._conflict_alerts = AlertThrottle(alerts, clock)
+        self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
 
     # ---- configuration -------------------------------------------------------------------
     async def apply_config(self, zones: Iterable[ZoneConfig], nodes: Iterable[NodeConfig]) -> None:
@@ -219,7 +221,9 @@ class Registry:
         await self._reload()
         info = self._by_uid[uid]
         await self._mark_seen(info)
-        log.info(
+        # Per hello: a node rebooting in a loop must not fill the journal (one line per node a minute).
+        self._ratelog.info(
+            f"registered:{uid}",
             "node %s (%s, %s) registered: %s zone=%s",
             uid,
             hardware_id,
