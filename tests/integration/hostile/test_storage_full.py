@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 
+from gateway.compose import build_gateway
 from tests.conftest import eventually, run_gateway
 from tests.integration.web.conftest import BEARER
 
@@ -66,3 +69,32 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         conflict = await gw.db.fetchone("SELECT status FROM alerts WHERE code='infra_node_identity_conflict'")
         assert conflict["status"] == "ACTIVE"
         assert (await c.get("/healthz")).status == 200
+
+
+async def test_a_service_hitting_sqlite_errors_is_restarted_in_place_not_the_process(make_settings, caplog):
+    runs = 0
+    recovered = asyncio.Event()
+
+    async def flaky() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        if runs == 2:  # as a TaskGroup inside a service reports it
+            raise ExceptionGroup("tg", [sqlite3.OperationalError("disk I/O error")])
+        recovered.set()
+        await asyncio.Event().wait()
+
+    gw = await build_gateway(make_settings())
+    gw.add_service("flaky", flaky)
+    task = asyncio.create_task(gw.run())
+    try:
+        await asyncio.wait_for(recovered.wait(), 20)
+        assert not task.done()
+        assert gw.metrics.service_storage_restarts.labels(service="flaky")._value.get() == 2
+        lines = [r.getMessage() for r in caplog.records if "flaky" in r.getMessage()]
+        assert len([m for m in lines if "storage error" in m]) == 1, lines  # logged once, not per restart
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
