@@ -189,9 +189,11 @@ class StorageGuard:
         """One pass: disk use, full/recovered transitions, alerts, the gap, the reserve."""
         await self._measure()
         error = self._writer.last_commit_error
-        if not self.full and is_no_space(error):
-            await self._enter_full(str(error))
-        elif self.full and error is None and self._writer.committed > self._committed_at_full and self._has_room():
+        if not self.full and (is_no_space(error) or self._no_room()):
+            await self._enter_full(str(error or f"{self.free_bytes} bytes free on the data filesystem"))
+        elif self.full and error is None and self._has_room() and (
+            self._writer.committed > self._committed_at_full or self._writer.depth == 0
+        ):
             self._leave_full()
         if not self.full and self._pending_gap is None and self._has_room():
             since = self._marker_since()
@@ -224,6 +226,10 @@ class StorageGuard:
             StorageLevel.CRITICAL if pct >= s.critical_pct else StorageLevel.HIGH if pct >= s.warn_pct
             else StorageLevel.OK
         )
+
+    def _no_room(self) -> bool:
+        """Nothing left at all (e.g. a start on a disk that filled up before): full before a commit even fails."""
+        return self.free_bytes is not None and self.free_bytes < 64 * 1024
 
     def _has_room(self) -> bool:
         """Real room again (not just the released reserve being eaten): at least the reserve's size is free."""

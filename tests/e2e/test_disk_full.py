@@ -101,11 +101,10 @@ def _wait(what: str, predicate: Callable[[], Any], timeout: float = 60.0) -> Any
 def _fill(directory: Path) -> Path:
     filler = directory / "filler.bin"
     chunk = b"\0" * (256 * 1024)
-    with open(filler, "wb") as f:
-        with contextlib.suppress(OSError):
-            while True:
-                f.write(chunk)
-                f.flush()
+    # Unbuffered: nothing is left to flush (and fail) when the file closes on a full disk.
+    with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(chunk)
     return filler
 
 
@@ -114,7 +113,10 @@ def _alerts(port: int) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_full_disk_alerts_survives_restarts_and_records_the_gap(tmp_path: Path) -> None:
+def test_full_disk_alerts_survives_restarts_and_records_the_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    figures: dict[str, float] = {}
     with small_filesystem(tmp_path / "fs") as fs:
         data = fs / "data"
         mqtt_port, http_port = free_port(), free_port()
@@ -132,6 +134,7 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(tmp_path: Path) 
             filler = _fill(fs)
             # Loud: the full disk is on /api/alerts (from memory if it cannot be stored), status and /healthz.
             alerts = _wait("infra_disk_full alert", lambda: (a := _alerts(http_port)).get("infra_disk_full") and a)
+            figures["alert_after_fill_s"] = time.time() - filled_at
             assert alerts["infra_disk_full"]["severity"] == "critical"
             assert alerts["infra_disk_low"]["details"]["level"] in ("high", "critical")
             status = _wait("storage_level full", lambda: (s := _get(http_port, "/api/status")[1])["storage_level"]
@@ -148,7 +151,10 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(tmp_path: Path) 
             # A restart while full comes up (degraded), and stays up: no crash loop.
             gw.send_signal(signal.SIGKILL)
             gw.wait()
+            restarted_at = time.time()
             gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+            _wait("answering again", lambda: _get(http_port, "/healthz")[0] in (200, 503))
+            figures["restart_while_full_answering_s"] = time.time() - restarted_at
             _wait("up again while full", lambda: _get(http_port, "/healthz")[1].get("storage_level") == "full")
             assert "infra_disk_full" in _alerts(http_port)
             started = time.monotonic()
@@ -158,7 +164,9 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(tmp_path: Path) 
             # Space returns: ingest resumes, the alerts are stored and resolved, the gap is recorded.
             committed = _get(http_port, "/api/status")[1]["ingest"]["committed"]
             filler.unlink()
+            freed_at = time.time()
             _wait("healthy again", lambda: _get(http_port, "/healthz")[0] == 200)
+            figures["healthy_after_free_s"] = time.time() - freed_at
             _wait("ingest resumed", lambda: _get(http_port, "/api/status")[1]["ingest"]["committed"] > committed + 300)
             _wait("reserve allocated again", lambda: (data / "storage-reserve.bin").exists())
             _wait("disk alerts resolved", lambda: not {"infra_disk_full", "infra_disk_low"} & set(_alerts(http_port)))
@@ -174,6 +182,9 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(tmp_path: Path) 
             gaps = conn.execute("SELECT first_ts, last_ts, reason FROM sync_gaps WHERE reason='disk_full'").fetchall()
             # One gap spans the restart: from when the disk filled up until space returned.
             assert any(first <= filled_at + 5 and last - first > 5 for first, last, _ in gaps), gaps
+            figures["gap_window_s"] = max(last - first for first, last, _ in gaps)
+        with capsys.disabled():
+            print("\ndisk full figures: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
             events = [json.loads(r[0]) for r in conn.execute(
                 "SELECT body FROM sync_outbox WHERE stream='zone_events'")]
             assert any(e["type"] == "TELEMETRY_GAP" and e["details"]["reason"] == "disk_full" for e in events)
