@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sqlite3
@@ -261,8 +262,11 @@ class Gateway:
                 log.info("service %s recovered after %d storage error(s)", name, failures)
                 self._storage_failures[name] = 0
             await task
-        finally:
+        except asyncio.CancelledError:  # shutdown: the service ends before we do
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
 
     async def _record_crash(self, name: str, exc: BaseException) -> None:
         """Leave an alert behind (it goes upstream after the restart systemd does next)."""
