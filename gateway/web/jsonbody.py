@@ -16,7 +16,8 @@ from aiohttp import web
 MAX_DEPTH = 32
 DEFAULT_MAX_BYTES = 1024 * 1024
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A string, or an unterminated one up to the end (possessive, so a body of unclosed quotes stays linear).
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
