@@ -64,8 +64,8 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         event = await gw.db.fetchone("SELECT body FROM sync_outbox WHERE stream='zone_events'")
         assert '"TELEMETRY_GAP"' in event["body"] and '"disk_full"' in event["body"]
         await eventually(lambda: gw.alerts.unstored == 0)
-        stored = await gw.db.fetchone("SELECT status, resolved_by FROM alerts WHERE code='infra_disk_full'")
-        assert tuple(stored) == ("RESOLVED", "storage recovered")
+        resolved = "SELECT 1 FROM alerts WHERE code='infra_disk_full' AND status='RESOLVED' AND resolved_by=?"
+        await eventually(lambda: gw.db.fetchone(resolved, ("storage recovered",)))
         conflict = await gw.db.fetchone("SELECT status FROM alerts WHERE code='infra_node_identity_conflict'")
         assert conflict["status"] == "ACTIVE"
         assert (await c.get("/healthz")).status == 200
