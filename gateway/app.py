@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,6 +26,7 @@ from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.settings import Settings
+from gateway.storage import StorageGuard
 from gateway.store.db import Database, is_corruption, mark_corrupt, open_or_recover
 from gateway.timesync import ClockSyncProbe
 from gateway.transport import NodeTransport
@@ -98,11 +101,15 @@ class Gateway:
             ClockSyncProbe(self.clock.monotonic, assume_synced=settings.is_demo),
             ing.max_future_skew_s,
         )
+        self.storage = StorageGuard(
+            self.db, self.alerts, self.writer, self.clock, self.metrics, settings.storage, settings.gateway.data_dir
+        )
         self.ready = asyncio.Event()
         self._corruption = asyncio.Event()
         self.started_mono = self.clock.monotonic()
         self.started_wall = time.time()
         self.extra_services: dict[str, Service] = {}
+        self._storage_failures: dict[str, int] = {}
         self.web_port: int | None = None
         self.mqtt_port: int = settings.broker.port
 
@@ -117,6 +124,7 @@ class Gateway:
         from gateway.web.server import WebServer
 
         storage = self.settings.storage
+        self.storage.prepare()
         recovered = await open_or_recover(self.db, on_corrupt=storage.on_corrupt,
                                           check_max_bytes=storage.quick_check_max_bytes)
         try:
@@ -157,12 +165,13 @@ class Gateway:
                     "writer": self.writer.run,
                     "node_supervisor": self.registry.supervise,
                     "housekeeping": self._housekeeping,
+                    "storage_guard": self.storage.run,
                     "command_sweeper": lambda: self.commands.sweeper(self.settings.commands.sweep_interval_s),
                     "safety_loop": self.safety.run,
                     "relay_watchdog": self.safety.watchdog.run,
                     "automation": self.automation.run,
                     "upstream_sync": self.sync.run,
-                    "storage_guard": self._storage_guard,
+                    "db_integrity": self._db_integrity,
                     **self.extra_services,
                 }
                 for port in self.settings.hardware.serial:
@@ -234,17 +243,50 @@ class Gateway:
         self.automation.register_periodic("water_cycle", self.water.tick, self.water.tick_s, run_at_start=True)
 
     async def _supervised(self, name: str, service: Service) -> None:
-        try:
+        while True:
+            failures = self._storage_failures.get(name, 0)
+            try:
+                await self._run_watching_recovery(name, service, failures)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not _storage_error_only(exc) or is_corruption(exc):
+                    log.exception("service %s crashed", name)
+                    if is_corruption(exc):  # SQLITE_CORRUPT at run time: the next start moves the file aside
+                        mark_corrupt(self.settings.db_path, f"service {name}: {exc!r}")
+                    await self._record_crash(name, exc)
+                    raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
+                # A SQLite error (disk full, I/O) is the disk's fault, not the service's: restarting the process
+                # would only fail again. Log once, restart the service in place with backoff.
+                failures += 1
+                self._storage_failures[name] = failures
+                self.metrics.service_storage_restarts.labels(service=name).inc()
+                self.storage.note_error(_first_storage_error(exc))
+                delay = min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+                if failures == 1:
+                    log.error("service %s hit a storage error, restarting it with backoff: %s", name,
+                              _first_storage_error(exc))
+                await self.clock.sleep(delay)
+                continue
+            raise ServiceCrashed(f"service {name} stopped unexpectedly")
+
+    async def _run_watching_recovery(self, name: str, service: Service, failures: int) -> None:
+        """Run the service; after storage failures, say once that it recovered when it has run for a while."""
+        if not failures:
             await service()
-        except asyncio.CancelledError:
+            return
+        task = asyncio.ensure_future(service())
+        try:
+            await asyncio.wait({task}, timeout=30.0)
+            if not task.done():
+                log.info("service %s recovered after %d storage error(s)", name, failures)
+                self._storage_failures[name] = 0
+            await task
+        except asyncio.CancelledError:  # shutdown: the service ends before we do
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             raise
-        except Exception as exc:
-            log.exception("service %s crashed", name)
-            if is_corruption(exc):  # SQLITE_CORRUPT at run time: the next start moves the file aside
-                mark_corrupt(self.settings.db_path, f"service {name}: {exc!r}")
-            await self._record_crash(name, exc)
-            raise ServiceCrashed(f"service {name} crashed: {exc!r}") from exc
-        raise ServiceCrashed(f"service {name} stopped unexpectedly")
 
     def _db_corrupted(self, exc: BaseException) -> None:
         """SQLITE_CORRUPT at run time: leave the marker and restart, so the start moves the file aside."""
@@ -252,7 +294,7 @@ class Gateway:
         mark_corrupt(self.settings.db_path, repr(exc))
         self._corruption.set()
 
-    async def _storage_guard(self) -> None:
+    async def _db_integrity(self) -> None:
         if self.db.check_pending:  # too large to check before starting: check it now, alongside
             try:
                 await self.db.check_in_background()
@@ -346,6 +388,19 @@ class _AutomationZoneState:
 
     def locked(self, zone_id: int) -> bool:
         return bool(self._gw.safety.locked(zone_id))
+
+
+def _storage_error_only(exc: BaseException) -> bool:
+    """True when ``exc`` is a SQLite OperationalError, or a group made only of them (a TaskGroup's)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_storage_error_only(e) for e in exc.exceptions)
+    return isinstance(exc, sqlite3.OperationalError)
+
+
+def _first_storage_error(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _rss_bytes() -> int:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from firmware_contracts.models import telemetry_items
 from firmware_contracts.timestamps import to_unix_seconds
+from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metric_types import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
@@ -84,6 +85,7 @@ class Ingest:
         self._timesync = timesync
         self._max_skew = max_future_skew_s
         self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
+        self._alert_throttle = AlertThrottle(alerts, clock)
         self._accepted = metrics.ingest_samples.labels(result="accepted", reason="")
 
     async def on_telemetry(self, routed: Routed) -> None:
@@ -106,20 +108,16 @@ class Ingest:
         mono = self._clock.monotonic()
         synced = self._timesync.synced()
         rows: list[SampleRow] = []
-        unknown: list[tuple[NodeInfo, str]] = []
+        unknown: dict[str, tuple[NodeInfo, str, int]] = {}
         touched: NodeInfo | None = None
+        rejected_by_reason: dict[tuple[str, str], tuple[int, str]] = {}
         for index, sample in enumerate(samples):
             try:
                 row, node = self._validate(sample, received_at, mono, synced, unknown)
             except SampleRejected as exc:
-                self._metrics.ingest_samples.labels(result="rejected", reason=exc.reason).inc()
-                self._ratelog.warn(
-                    f"{sample.node_uid}:{exc.reason}",
-                    "rejected %s sample from %s: %s",
-                    source,
-                    sample.node_uid,
-                    exc.detail,
-                )
+                key = (sample.node_uid, exc.reason)
+                seen = rejected_by_reason.get(key)
+                rejected_by_reason[key] = (seen[0] + 1, seen[1]) if seen else (1, exc.detail)
                 result.rejected.append({"index": index, "reason": exc.reason, "detail": exc.detail})
                 continue
             if node is not touched:
@@ -130,12 +128,18 @@ class Ingest:
             await self._writer.put_many(rows)
             self._accepted.inc(len(rows))
             result.accepted = len(rows)
-        for node, raw in unknown:
-            await self._unknown_metric(node, raw)
+        # Rejections are counted, logged and alerted once per (node, reason) per message, not per sample.
+        for (node_uid, reason), (count, detail) in rejected_by_reason.items():
+            self._metrics.ingest_samples.labels(result="rejected", reason=reason).inc(count)
+            more = f" (+{count - 1} more in this message)" if count > 1 else ""
+            self._ratelog.warn(f"{node_uid}:{reason}", "rejected %s sample from %s: %s%s", source, node_uid, detail,
+                               more)
+        for node, raw, count in unknown.values():
+            await self._unknown_metric(node, raw, count)
         return result
 
     def _validate(
-        self, s: SampleIn, received_at: float, mono: float, synced: bool, unknown: list[tuple[NodeInfo, str]]
+        self, s: SampleIn, received_at: float, mono: float, synced: bool, unknown: dict[str, tuple[NodeInfo, str, int]]
     ) -> tuple[SampleRow, NodeInfo]:
         node = self._registry.get(s.node_uid)
         if node is None:
@@ -151,7 +155,8 @@ class Ingest:
         try:
             metric = normalize_metric_type(s.metric_type)
         except UnknownMetricError as exc:
-            unknown.append((node, exc.raw))
+            seen = unknown.get(node.uid)
+            unknown[node.uid] = (node, seen[1], seen[2] + 1) if seen else (node, exc.raw, 1)
             raise SampleRejected("unknown_metric", str(exc)) from None
         value = s.value
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -196,10 +201,11 @@ class Ingest:
             return received_at, "gateway_absurd_ts"
         return value, "node"
 
-    async def _unknown_metric(self, node: NodeInfo, raw: str) -> None:
-        await self._alerts.raise_alert(
+    async def _unknown_metric(self, node: NodeInfo, raw: str, count: int) -> None:
+        # Written at most once per node per interval (AlertThrottle): a flood costs no transaction per sample.
+        await self._alert_throttle.raise_alert(
             "unknown_metric",
             zone_id=node.zone_id,
             scope=node.uid,
-            details={"node_uid": node.uid, "metric_type": raw[:64]},
+            details={"node_uid": node.uid, "metric_type": raw[:64], "samples_in_message": count},
         )

@@ -90,6 +90,30 @@ class Metrics:
             "hydro_schedule_skipped_runs_total", "Scheduled runs missed beyond their grace time and skipped", ["job"],
             registry=r,
         )
+        self.storage_full = Gauge(
+            "hydro_storage_full", "1 while telemetry commits fail because the disk is full", registry=r
+        )
+        self.storage_used_ratio = Gauge(
+            "hydro_storage_disk_used_ratio", "Used fraction of the data directory's filesystem", registry=r
+        )
+        self.service_storage_restarts = Counter(
+            "hydro_service_storage_restarts_total", "Services restarted in place after a SQLite error", ["service"],
+            registry=r,
+        )
+        self.web_auth_failures = Counter(
+            "hydro_web_auth_failures_total", "Wrong admin credentials (bearer token or login form)", ["via"],
+            registry=r,
+        )
+        self.web_lockouts = Counter(
+            "hydro_web_lockouts_total", "Credential + client IP pairs locked out after repeated failures", registry=r
+        )
+        self.web_locked_refusals = Counter(
+            "hydro_web_locked_out_refusals_total", "Requests refused with 429 because their credential is locked out",
+            registry=r,
+        )
+        self.web_locked_out = Gauge(
+            "hydro_web_locked_out", "Credential + client IP pairs locked out right now", registry=r
+        )
         self.aggregation_samples = Counter(
             "hydro_aggregation_samples_total", "Samples folded into the 1 m/1 h/daily aggregates", registry=r
         )

@@ -18,6 +18,17 @@ class RateLimitedLog:
 
     def warn(self, key: str, msg: str, *args: object) -> None:
         """Log a warning unless this key logged within the interval."""
+        self._emit(logging.WARNING, key, msg, args, False)
+
+    def info(self, key: str, msg: str, *args: object) -> None:
+        """Log at INFO unless this key logged within the interval."""
+        self._emit(logging.INFO, key, msg, args, False)
+
+    def error(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        """Log an error (with the traceback when ``exc_info``) unless this key logged within the interval."""
+        self._emit(logging.ERROR, key, msg, args, exc_info)
+
+    def _emit(self, level: int, key: str, msg: str, args: tuple[object, ...], exc_info: bool) -> None:
         now = self._monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self._interval:
@@ -28,4 +39,4 @@ class RateLimitedLog:
         if len(self._last) > 10_000:  # bound memory under a flood of distinct keys
             self._last.clear()
         suffix = f" (+{skipped} similar suppressed)" if skipped else ""
-        self._log.warning(msg + suffix, *args)
+        self._log.log(level, msg + suffix, *args, exc_info=exc_info)

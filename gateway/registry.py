@@ -6,15 +6,18 @@ import asyncio
 import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from firmware_contracts.topics import config_topic
+from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.ratelog import RateLimitedLog
 from gateway.router import RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig
 from gateway.store.db import Database
@@ -77,10 +80,22 @@ class Registry:
         # Online/offline transitions one at a time: a last will, the missed-heartbeat supervision and a
         # heartbeat can arrive together, and each must see the state the previous one left.
         self._transition = asyncio.Lock()
+        self._conflict_alerts = AlertThrottle(alerts, clock)
+        self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
 
     # ---- configuration -------------------------------------------------------------------
     async def apply_config(self, zones: Iterable[ZoneConfig], nodes: Iterable[NodeConfig]) -> None:
-        """Upsert zones and node assignments from config (local file or upstream) and reload the cache."""
+        """Upsert zones and node assignments from config (local file or upstream) and reload the cache.
+
+        On a full disk the stored zones and nodes are used as they are (logged): the gateway still starts.
+        """
+        try:
+            await self._store_config(list(zones), list(nodes))
+        except sqlite3.OperationalError as exc:
+            log.error("could not store the zone/node config (%s): running with the stored one", exc)
+        await self._reload()
+
+    async def _store_config(self, zones: list[ZoneConfig], nodes: list[NodeConfig]) -> None:
         now = self._clock.time()
         async with self._db.transaction() as conn:
             for zone in zones:
@@ -90,7 +105,6 @@ class Registry:
                     (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": zone.water_cycle}), now),
                 )
         self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
-        nodes = list(nodes)
         self._assign_by_hw = {n.hardware_id: n for n in nodes}
         self._assign_by_uid = {n.uid: n for n in nodes}
         async with self._db.transaction() as conn:
@@ -101,9 +115,10 @@ class Registry:
                     "UPDATE nodes SET zone_id=?, validated=?, lifecycle_state=?, updated_at=? WHERE hardware_id=?",
                     (zone_id, int(zone_id is not None), state.value, now, n.hardware_id),
                 )
-        await self._reload()
 
     async def _reload(self) -> None:
+        if not self._zones:  # the config could not be stored: the zones the database knows
+            self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
         rows = await self._db.fetchall(
             "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id"
         )
@@ -136,29 +151,62 @@ class Registry:
 
     # ---- handlers ------------------------------------------------------------------------
     async def on_hello(self, routed: Routed) -> None:
-        """Register or update the node and answer with its retained config."""
+        """Register or update the node and answer with its retained config.
+
+        A hello that would take another node's uid or hardware id is refused before anything is written:
+        the uid a hello may claim is the authenticated MQTT account's (nodes log in with their uid).
+        """
         hello: dict[str, Any] = routed.payload
-        hardware_id = str(hello["hardware_id"])
         username = routed.message.username
-        node = await self.register(hello, claimed_uid=username or hello.get("node_uid"))
-        if username and node.uid != username:
-            raise RejectedMessage("hello_uid_mismatch", f"user {username} announced hardware {hardware_id}")
+        claimed = hello.get("node_uid")
+        if username and claimed and claimed != username:
+            await self._identity_conflict(hello, username, f"logged in as {username} but claims uid {claimed}")
+        claimed_uid = username or claimed
+        uid, existing = await self._resolve_uid(hello, claimed_uid)
+        if username and uid != username:
+            await self._identity_conflict(hello, username, f"hardware {hello['hardware_id']} belongs to {uid}")
+        holder = await self._db.fetchone("SELECT hardware_id FROM nodes WHERE uid=?", (uid,))
+        if holder is not None and str(holder["hardware_id"]) != str(hello["hardware_id"]):
+            await self._identity_conflict(
+                hello, username, f"uid {uid} belongs to hardware {holder['hardware_id']}"
+            )
+        node = await self.register(hello, claimed_uid=claimed_uid, resolved=(uid, existing))
         await self.publish_config(node)
 
-    async def register(self, hello: dict[str, Any], claimed_uid: str | None) -> NodeInfo:
+    async def _identity_conflict(self, hello: dict[str, Any], username: str | None, why: str) -> None:
+        """Alert (at most once per account per interval) and refuse the hello; nothing was written."""
+        who = username or str(hello.get("node_uid") or hello.get("hardware_id"))
+        await self._conflict_alerts.raise_alert(
+            "infra_node_identity_conflict",
+            scope=who,
+            details={"account": username, "hardware_id": str(hello.get("hardware_id"))[:64],
+                     "claimed_uid": hello.get("node_uid"), "problem": why},
+        )
+        raise RejectedMessage("node_identity_conflict", f"hello from {who} refused: {why}")
+
+    async def _resolve_uid(self, hello: dict[str, Any], claimed_uid: str | None) -> tuple[str, Any]:
+        """The uid a hello maps to (config assignment, then the stored row, then the claim) and the stored row."""
+        hardware_id = str(hello["hardware_id"])
+        assignment = self._assign_by_hw.get(hardware_id) or (
+            self._assign_by_uid.get(claimed_uid) if claimed_uid else None
+        )
+        existing = await self._db.fetchone("SELECT * FROM nodes WHERE hardware_id=?", (hardware_id,))
+        if assignment is not None:
+            return assignment.uid, existing
+        if existing is not None:
+            return str(existing["uid"]), existing
+        return claimed_uid or generated_uid(str(hello.get("node_type", "node")), hardware_id), existing
+
+    async def register(
+        self, hello: dict[str, Any], claimed_uid: str | None, resolved: tuple[str, Any] | None = None
+    ) -> NodeInfo:
         """Create or update a node from a hello payload; returns its cached info."""
         hardware_id = str(hello["hardware_id"])
         now = self._clock.time()
         assignment = self._assign_by_hw.get(hardware_id) or (
             self._assign_by_uid.get(claimed_uid) if claimed_uid else None
         )
-        existing = await self._db.fetchone("SELECT * FROM nodes WHERE hardware_id=?", (hardware_id,))
-        if assignment is not None:
-            uid = assignment.uid
-        elif existing is not None:
-            uid = str(existing["uid"])
-        else:
-            uid = claimed_uid or generated_uid(str(hello.get("node_type", "node")), hardware_id)
+        uid, existing = resolved if resolved is not None else await self._resolve_uid(hello, claimed_uid)
         zone_id = self._zones.get(assignment.zone) if assignment and assignment.zone else None
         if zone_id is None and existing is not None and assignment is None:
             zone_id = existing["zone_id"]
@@ -175,8 +223,38 @@ class Registry:
             json.dumps(hello),
             now,
         )
+        try:
+            await self._write_node(hello, uid, hardware_id, zone_id, state, existing is None, fields, now)
+        except sqlite3.IntegrityError as exc:  # a uid taken between the check and the write: refuse, never crash
+            raise RejectedMessage("node_identity_conflict", f"hardware {hardware_id} as {uid}: {exc}") from None
+        await self._reload()
+        info = self._by_uid[uid]
+        await self._mark_seen(info)
+        # Per hello: a node rebooting in a loop must not fill the journal (one line per node a minute).
+        self._ratelog.info(
+            f"registered:{uid}",
+            "node %s (%s, %s) registered: %s zone=%s",
+            uid,
+            hardware_id,
+            hello.get("fw_version"),
+            state.value,
+            info.zone_uid,
+        )
+        return info
+
+    async def _write_node(
+        self,
+        hello: dict[str, Any],
+        uid: str,
+        hardware_id: str,
+        zone_id: int | None,
+        state: Lifecycle,
+        new: bool,
+        fields: tuple[Any, ...],
+        now: float,
+    ) -> None:
         async with self._db.transaction() as conn:
-            if existing is None:
+            if new:
                 await conn.execute(
                     "INSERT INTO nodes(uid, node_type, firmware_version, hardware_revision, zone_id, lifecycle_state,"
                     " validated, last_seen_at, hello, updated_at, hardware_id, first_seen_at, online)"
@@ -203,24 +281,12 @@ class Registry:
                             "zone_uid": self._zone_uid(zone_id),
                             "lifecycle_state": state.value,
                             "seen_at": now,
-                            "first_registration": existing is None,
+                            "first_registration": new,
                         }
                     ),
                     now,
                 ),
             )
-        await self._reload()
-        info = self._by_uid[uid]
-        await self._mark_seen(info)
-        log.info(
-            "node %s (%s, %s) registered: %s zone=%s",
-            uid,
-            hardware_id,
-            hello.get("fw_version"),
-            state.value,
-            info.zone_uid,
-        )
-        return info
 
     async def publish_config(self, node: NodeInfo) -> None:
         """Publish the node's config, retained, on its config topic."""

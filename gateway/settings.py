@@ -110,6 +110,24 @@ class IngestSection(_Section):
     max_future_skew_s: float = Field(default=300.0, ge=0)
 
 
+class StorageSection(_Section):
+    """The local SQLite buffer: disk-full protection (see gateway/storage.py) and corruption handling."""
+
+    # Pre-allocated next to the database and deleted when SQLite reports the disk full, so that the
+    # alert, the gap record and the commits already waiting still fit.
+    reserve_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    warn_pct: float = Field(default=80.0, gt=0, le=100)
+    critical_pct: float = Field(default=95.0, gt=0, le=100)
+    poll_s: float = Field(default=5.0, gt=0)
+    # A database that fails its integrity check at start (or reported corruption at run time):
+    # "move_aside" keeps it under a timestamped name and starts a fresh one (with an alert);
+    # "exit" stops the process at once with a clear message so an operator can look first.
+    on_corrupt: Literal["move_aside", "exit"] = "move_aside"
+    # PRAGMA quick_check reads the whole file: up to this size at start (about 5-10 s on an SD card),
+    # a larger file is checked in the background while the gateway already runs (restart if it fails).
+    quick_check_max_bytes: int = Field(default=256_000_000, ge=0)
+
+
 class NodesSection(_Section):
     """Node health supervision."""
 
@@ -258,18 +276,6 @@ class NodeConfig(_Section):
     node_type: str = ""
 
 
-class StorageSection(_Section):
-    """The local SQLite buffer."""
-
-    # A database that fails its integrity check at start (or reported corruption at run time):
-    # "move_aside" keeps it under a timestamped name and starts a fresh one (with an alert);
-    # "exit" stops the process at once with a clear message so an operator can look first.
-    on_corrupt: Literal["move_aside", "exit"] = "move_aside"
-    # PRAGMA quick_check reads the whole file: up to this size at start (about 5-10 s on an SD card),
-    # a larger file is checked in the background while the gateway already runs (restart if it fails).
-    quick_check_max_bytes: int = Field(default=256_000_000, ge=0)
-
-
 class Settings(_Section):
     """The whole validated configuration."""
 
@@ -277,10 +283,10 @@ class Settings(_Section):
     broker: BrokerSection = BrokerSection()
     web: WebSection = WebSection()
     ingest: IngestSection = IngestSection()
+    storage: StorageSection = StorageSection()
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
-    storage: StorageSection = StorageSection()
     hardware: HardwareSection = HardwareSection()
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()

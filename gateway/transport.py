@@ -15,6 +15,7 @@ from drivers.errors import LinkDownError
 from drivers.serial_link import SerialLink, SerialMessage
 from firmware_contracts.topics import NODE_HELLO_TOPIC, TopicError, parse_topic
 from gateway.broker.messages import InboundMessage, MessageSink
+from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class NodeTransport:
         self._links: dict[str, SerialLink] = {}
         self._node_port: dict[str, str] = {}
         self.serial_send_failures = 0
+        self._ratelog = RateLimitedLog(log, 60.0, time.monotonic)
 
     def add_link(self, link: SerialLink) -> None:
         """Register a serial link (its ``on_message`` must be ``self.on_serial``)."""
@@ -67,7 +69,7 @@ class NodeTransport:
             except LinkDownError as exc:
                 # The command stays SENT and times out like an unanswered MQTT command.
                 self.serial_send_failures += 1
-                log.warning("serial node %s unreachable: %s", node, exc)
+                self._ratelog.warn(f"unreachable:{node}", "serial node %s unreachable: %s", node, exc)
             if not retain:
                 return
         await self._mqtt_publish(topic, payload, qos, retain)

@@ -35,6 +35,9 @@ def base_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
         "broker": {"host": "127.0.0.1", "port": free_port(), "allow_anonymous": True},
         "web": {"host": "127.0.0.1", "port": free_port(), "admin_token": ADMIN_TOKEN},
         "ingest": {"flush_interval_ms": 50},
+        # No pre-allocated reserve per test gateway (hundreds of them would hold GBs of /tmp); the disk-full
+        # tests set one.
+        "storage": {"reserve_bytes": 0},
         "zones": [{"uid": "zone-a", "name": "Zone A"}, {"uid": "zone-b", "name": "Zone B"}],
         "nodes": [
             {"hardware_id": "esp32-aa01", "uid": "nd-ph-1", "zone": "zone-a", "node_type": "ph"},

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any, Literal
 from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
 from gateway.metrics import Metrics
+from gateway.ratelog import RateLimitedLog
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ class Scheduler:
         self.runs = 0
         self.parked_until: float | None = None  # monotonic deadline the clock driver sleeps until (status, tests)
         self._periodic_next: dict[str, float] = {}
+        self._storage_ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
 
     # ---- registration -------------------------------------------------------------------
     def add(self, job: Job) -> None:
@@ -176,7 +179,10 @@ class Scheduler:
         """Evaluate every job; returns how many actions ran."""
         ran = 0
         for job_id in list(self._jobs):
-            ran += await self.evaluate(job_id, now)
+            try:
+                ran += await self.evaluate(job_id, now)
+            except sqlite3.OperationalError as exc:  # retried at the next evaluation; the loop goes on
+                self._storage_ratelog.warn(job_id, "job %s: storage error, will retry: %s", job_id, exc)
         return ran
 
     def next_fire_time(self, now: datetime) -> datetime | None:
@@ -220,12 +226,25 @@ class Scheduler:
             self._tg = None
 
     async def _periodic_loop(self, name: str, p: _Periodic) -> None:
-        if p.run_at_start:
-            await p.fn()
+        wait = 0.0 if p.run_at_start else p.interval_s
+        failures = 0
         while True:
-            self._periodic_next[name] = self._clock.monotonic() + p.interval_s
-            await self._clock.sleep(p.interval_s)
-            await p.fn()
+            if wait:
+                self._periodic_next[name] = self._clock.monotonic() + wait
+                await self._clock.sleep(wait)
+            try:
+                await p.fn()
+            except sqlite3.OperationalError as exc:
+                # Disk full or an I/O error: the job is fine, the disk is not. Log once, retry with backoff.
+                failures += 1
+                if failures == 1:
+                    log.error("periodic job %s: storage error, retrying with backoff: %s", name, exc)
+                wait = min(p.interval_s, 1.0 * 2 ** min(failures - 1, 6))
+                continue
+            if failures:
+                log.info("periodic job %s recovered after %d storage error(s)", name, failures)
+                failures = 0
+            wait = p.interval_s
 
     def sleeping_until(self) -> float | None:
         """Monotonic time of the next wake-up when every loop is asleep; None while any is working."""
@@ -291,6 +310,8 @@ class Scheduler:
     async def _aps_fire(self, job_id: str) -> None:
         try:
             await self.evaluate(job_id)
+        except sqlite3.OperationalError as exc:  # the disk, not the job: the next evaluation retries
+            self._storage_ratelog.warn(job_id, "job %s: storage error, will retry: %s", job_id, exc)
         except Exception as exc:  # apscheduler would only log it; the supervisor must see it
             self._crash = exc
             self._changed.set()

@@ -18,11 +18,18 @@ from gateway.web.series import RANGES, ChartSeries
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 once the gateway is ready, 503 before (always open: systemd and probes use it)."""
+    """200 once the gateway is ready, 503 before and while the disk is full (always open: probes use it)."""
     g = gw(request)
     if not g.ready.is_set():
         return web.json_response({"status": "starting"}, status=503)
-    return web.json_response({"status": "ok", "uptime_s": round(g.uptime_s(), 1)})
+    level = g.storage.level.value
+    if level == "full":
+        return web.json_response(
+            {"status": "degraded", "reason": "storage full: telemetry cannot be stored", "storage_level": level,
+             "uptime_s": round(g.uptime_s(), 1)},
+            status=503,
+        )
+    return web.json_response({"status": "ok", "uptime_s": round(g.uptime_s(), 1), "storage_level": level})
 
 
 async def status(request: web.Request) -> web.Response:
@@ -48,6 +55,8 @@ async def status(request: web.Request) -> web.Response:
             "last_commit_error": g.writer.last_commit_error,
         },
         "sync": views.sync_view(g),
+        "storage_level": g.storage.level.value,
+        "storage": g.storage.status(),
     }
     return web.json_response(body)
 

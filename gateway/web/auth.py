@@ -2,12 +2,13 @@
 
 The admin proves itself with the bearer token (API clients) or a login session (browsers). A session
 action must also carry the session's CSRF token (header or form field) and, when the browser sends an
-Origin, come from this very site. Wrong credentials count against the client IP; over the limit the
-client gets 429 whatever it sends.
+Origin, come from this very site. Wrong credentials count against the credential tried and the client IP
+together: over the limit that credential gets 429 from that IP, while the right one is never refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -45,8 +46,14 @@ def secrets_equal(given: str, expected: str) -> bool:
 
 
 def client_key(request: web.Request) -> str:
-    """The rate-limit key: the peer address (no proxy sits in front of the gateway)."""
+    """The peer address (no proxy sits in front of the gateway)."""
     return request.remote or "unknown"
+
+
+def credential_key(request: web.Request, secret: str, user: str = "") -> str:
+    """The lockout key: client IP plus a digest of the credential tried (the secret itself is never kept)."""
+    digest = hashlib.sha256(f"{user}\0{secret}".encode()).hexdigest()[:24]
+    return f"{client_key(request)} {digest}"
 
 
 def presented_bearer(request: web.Request) -> str | None:
@@ -65,21 +72,25 @@ def json_error(exc_type: type[web.HTTPException], message: str, **headers: str) 
     return exc_type(text=json.dumps({"error": message}), content_type="application/json", headers=headers)
 
 
-def check_rate_limit(request: web.Request) -> None:
-    """Raise 429 while this client is over its wrong-credential budget."""
-    wait = state(request).limiter.retry_after(client_key(request))
+def check_rate_limit(request: web.Request, key: str) -> None:
+    """Raise 429 while this credential from this client is over its wrong-credential budget."""
+    st = state(request)
+    wait = st.limiter.retry_after(key)
     if wait is not None:
+        st.gateway.metrics.web_locked_refusals.inc()
         raise json_error(web.HTTPTooManyRequests, "too many failed logins, try later", **{"Retry-After": _secs(wait)})
 
 
 def _bearer_principal(request: web.Request, token: str) -> Principal:
     st = state(request)
-    check_rate_limit(request)
+    key = credential_key(request, token)
+    check_rate_limit(request, key)
     expected = st.gateway.settings.web.admin_token
     if expected and secrets_equal(token, expected):
-        st.limiter.success(client_key(request))
+        st.limiter.success(key)
         return Principal(st.gateway.settings.web.admin_user, "token")
-    st.limiter.failure(client_key(request))
+    st.limiter.failure(key)
+    st.gateway.metrics.web_auth_failures.labels(via="token").inc()
     raise json_error(web.HTTPUnauthorized, "wrong admin token", **{"WWW-Authenticate": 'Bearer realm="hydro-gateway"'})
 
 

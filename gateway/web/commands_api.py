@@ -9,16 +9,14 @@ from aiohttp import web
 from gateway.commands import CommandRefused
 from gateway.web.auth import require_admin
 from gateway.web.context import gw
+from gateway.web.jsonbody import read_json
 
 
 async def post_command(request: web.Request) -> web.Response:
     """Body {"channel", "cmd", "params"?, "node_uid"?, "cmd_id"?} → 202 {"cmd_id", "status", "command"}."""
     g = gw(request)
     require_admin(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response({"error": "malformed_json"}, status=400)
+    body = await read_json(request)
     problems = command_problems(body)
     if problems:
         return web.json_response({"error": "invalid command", "problems": problems}, status=422)

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from firmware_contracts.validate import MessageKind, check, load_schema
 from gateway.ingest import SampleIn
 from gateway.web.auth import require_admin
 from gateway.web.context import gw
+from gateway.web.jsonbody import read_json
 
 MAX_INGEST_BODY = 1024 * 1024
+# The MQTT payload's limit, from the same schema: one request carries at most as many samples as one message.
+MAX_SAMPLES = int(load_schema("telemetry")["$defs"]["sample_list"]["maxItems"])
 
 
 async def ingest_telemetry(request: web.Request) -> web.Response:
     """Body {"samples":[{node_uid, zone_uid?, metric_type, value, ts, channel?, raw?}]}; admin only."""
     g = gw(request)
     require_admin(request)
-    if request.content_length is not None and request.content_length > MAX_INGEST_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_INGEST_BODY, actual_size=request.content_length)
-    try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        return web.json_response({"status": "error", "error": "malformed_json"}, status=400)
+    body = await read_json(request, MAX_INGEST_BODY)
     samples = body.get("samples") if isinstance(body, dict) else None
     if not isinstance(samples, list) or not samples:
         return web.json_response({"status": "error", "error": 'body must be {"samples": [...]}'}, status=422)
+    if len(samples) > MAX_SAMPLES:  # said before the schema walks thousands of samples to explain it
+        return web.json_response(
+            {"status": "error", "error": "too_many_samples",
+             "detail": f"{len(samples)} samples, at most {MAX_SAMPLES} per request"},
+            status=413,
+        )
+    # The same JSON Schema as MQTT telemetry: unknown keys, channel syntax and the sample count (maxItems).
+    failure = check(MessageKind.TELEMETRY, body)
+    if failure is not None:
+        return web.json_response(
+            {"status": "error", "error": failure.code.value, "detail": failure.message,
+             "rejected": [{"reason": failure.code.value, "detail": failure.message}]},
+            status=422,
+        )
     parsed: list[SampleIn] = []
     shape_errors: list[dict[str, Any]] = []
     for i, s in enumerate(samples):

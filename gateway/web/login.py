@@ -8,7 +8,7 @@ from gateway.web.actions import safe_next
 from gateway.web.auth import (
     CSRF_FIELD,
     SESSION_COOKIE,
-    client_key,
+    credential_key,
     current_session,
     same_origin,
     secrets_equal,
@@ -24,16 +24,17 @@ async def login_form(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    """POST /login: admin user name and the admin token; wrong ones count against the client IP."""
+    """POST /login: admin user name and the admin token; wrong ones count against that credential from this IP."""
     st = state(request)
     form = await request.post()
     nxt = safe_next(form.get("next"))
     if not same_origin(request):
         raise web.HTTPForbidden(text="cross-site login refused")
-    key = client_key(request)
     user, password = str(form.get("username", ""))[:128], str(form.get("password", ""))
+    key = credential_key(request, password, user)
     wait = st.limiter.retry_after(key)
     if wait is not None:
+        st.gateway.metrics.web_locked_refusals.inc()
         resp = _page(request, nxt, "Too many failed attempts. Try again in a minute.", 429, user)
         resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return resp
@@ -45,6 +46,7 @@ async def login(request: web.Request) -> web.Response:
     ok_password = secrets_equal(password, cfg.admin_token)
     if not (ok_user and ok_password):
         st.limiter.failure(key)
+        st.gateway.metrics.web_auth_failures.labels(via="login").inc()
         return _page(request, nxt, "Wrong user name or password.", 401, user)
     st.limiter.success(key)
     st.sessions.drop(request.cookies.get(SESSION_COOKIE))

@@ -6,13 +6,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.web.auth import require_read
-from gateway.web.context import gw
+from gateway.web.context import gw, state
 
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
     require_read(request)
-    data = generate_latest(gw(request).metrics.registry)
+    g = gw(request)
+    g.metrics.web_locked_out.set(state(request).limiter.locked())
+    data = generate_latest(g.metrics.registry)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

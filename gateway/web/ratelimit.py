@@ -1,4 +1,9 @@
-"""Wrong-credential limiter: after N failures within a window a client waits, even with the right secret."""
+"""Wrong-credential limiter: after N failures of one credential from one IP within a window, that pair waits.
+
+Keyed by the credential tried and the client IP together (see ``gateway.web.auth.credential_key``): a
+technician who mistyped once is never locked out when he types the right token, while a wrong token
+repeated from one address still is.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,18 @@ from collections.abc import Callable
 
 
 class FailureLimiter:
-    """Sliding window of failed logins per client key (the client IP)."""
+    """Sliding window of failed logins per key (client IP + credential); ``on_lockout`` hears each new lockout."""
 
     def __init__(
-        self, now: Callable[[], float], max_failures: int = 5, window_s: float = 60.0, max_clients: int = 10_000
+        self,
+        now: Callable[[], float],
+        max_failures: int = 5,
+        window_s: float = 60.0,
+        max_clients: int = 10_000,
+        on_lockout: Callable[[str], None] | None = None,
     ) -> None:
         self._now = now
+        self._on_lockout = on_lockout
         self._max = max_failures
         self._window = window_s
         self._max_clients = max_clients
@@ -33,6 +44,12 @@ class FailureLimiter:
                 self._prune()
             recent = self._failures[key] = deque(maxlen=self._max)
         recent.append(self._now())
+        if len(recent) == self._max and self._on_lockout is not None:
+            self._on_lockout(key)
+
+    def locked(self) -> int:
+        """How many keys are locked out right now."""
+        return sum(1 for key in list(self._failures) if self.retry_after(key) is not None)
 
     def success(self, key: str) -> None:
         """A correct credential clears the client's record."""

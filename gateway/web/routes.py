@@ -54,7 +54,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app[STATE_KEY] = WebState(
         gateway=gateway,
         sessions=SessionStore(gateway.clock.monotonic),
-        limiter=FailureLimiter(gateway.clock.monotonic),
+        limiter=FailureLimiter(gateway.clock.monotonic, on_lockout=lambda _key: gateway.metrics.web_lockouts.inc()),
         templates=templates,
     )
     for module in (api, ingest_api, commands_api, actions, metrics_api, pages, login):

@@ -112,6 +112,8 @@ async def post_batch(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         doc = json.loads(raw)
+    except RecursionError:  # "[" × 100 000 must be a 400, not a 500
+        return _json(400, {"error": "body is nested too deeply"})
     except (ValueError, UnicodeDecodeError):
         return _json(400, {"error": "body is not (gzip) JSON"})
     problems = check_envelope(doc, gateway_id, stream, key)

@@ -83,6 +83,9 @@ async def test_the_receiver_answers_broken_requests_as_documented(
     assert status == 422 and doc["problems"] == ["seq 3: value must be a finite number"]
     status, doc = await _post(url.replace("telemetry", "weather"), batch.body, {**auth, "Idempotency-Key": batch.key})
     assert status == 404
+    deep = gzip.compress(b"[" * 100_000)
+    status, doc = await _post(url, deep, {**auth, "Idempotency-Key": batch.key})
+    assert (status, doc["error"]) == (400, "body is nested too deeply")
     status, doc = await _post(url, batch.body, {**auth, "Idempotency-Key": batch.key})
     assert status == 201 and doc == {"stored": 5, "inserted": 5, "first_seq": 1, "last_seq": 5, "duplicate": False}
     status, doc = await _post(url, batch.body, {**auth, "Idempotency-Key": batch.key})
