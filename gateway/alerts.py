@@ -40,6 +40,7 @@ CATALOGUE: dict[str, AlertKind] = {
     "biz_dry_run": AlertKind("biz", "Dry run protection activated", "critical"),
     "biz_pump_stuck_on": AlertKind("biz", "Pump stuck ON (relay welded or bypassed)", "critical"),
     "biz_sensor_unavailable": AlertKind("biz", "Safety sensor unavailable or stale", "warning"),
+    "biz_no_circulation": AlertKind("biz", "No circulation: the NC recirculation pump is locked OFF", "critical"),
     "biz_high_ph": AlertKind("biz", "pH above target range"),
     "biz_low_ph": AlertKind("biz", "pH below target range"),
     "biz_high_ec": AlertKind("biz", "EC above target range"),
@@ -61,6 +62,7 @@ CATALOGUE: dict[str, AlertKind] = {
     "infra_disk_full": AlertKind("infra", "Database storage full: telemetry cannot be stored", "critical"),
     "infra_node_identity_conflict": AlertKind("infra", "A node announced another node's identity", "warning"),
     "infra_hardware_fault": AlertKind("infra", "Gateway hardware fault", "critical"),
+    "infra_pump_unmonitored": AlertKind("infra", "Relay pump without a current monitor (no overcurrent check)"),
 }
 
 

@@ -212,6 +212,7 @@ class Gateway:
             UsageLogger(self.db, self.clock), watchdog,
         )
         await self.safety.load()
+        await self._alert_unmonitored_pumps(channels)
         self.commands = CommandService(
             self.db, self.alerts, self.registry, self.clock, self.metrics, self.gate,
             self.settings.commands.timeout_s, on_error=self.safety.on_command_error,
@@ -241,6 +242,17 @@ class Gateway:
         )
         # The scheduler drives the water-cycle/recirculation ticks like every other periodic job.
         self.automation.register_periodic("water_cycle", self.water.tick, self.water.tick_s, run_at_start=True)
+
+    async def _alert_unmonitored_pumps(self, channels: list[Any]) -> None:
+        """A relay pump with no current monitor has no overcurrent or stuck-on protection: say so, never silently."""
+        for ch in channels:
+            if ch.relay is not None and ch.monitor is None:
+                log.warning("pump %s has no current monitor: no overcurrent/stuck-on protection", ch.pump_id)
+                await self.alerts.raise_alert(
+                    "infra_pump_unmonitored", zone_id=ch.zone_id, scope=ch.channel, details={"pump": ch.pump_id}
+                )
+            elif ch.relay is not None:
+                await self.alerts.resolve("infra_pump_unmonitored", zone_id=ch.zone_id, scope=ch.channel)
 
     async def _supervised(self, name: str, service: Service) -> None:
         while True:

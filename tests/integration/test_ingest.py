@@ -7,6 +7,7 @@ import time
 
 from gateway.clock import ManualClock
 from gateway.ingest import SampleIn
+from gateway.metric_types import Metric
 from gateway.store.db import Database
 from gateway.timesync import ClockSyncProbe
 from tests.conftest import eventually, run_gateway
@@ -97,3 +98,21 @@ def test_clock_sync_probe_reads_timesyncd_flag(tmp_path, monkeypatch):
 async def _rows(gw, n):
     rows = await gw.db.fetchall("SELECT * FROM telemetry_samples ORDER BY id")
     return rows if len(rows) >= n else None
+
+
+async def test_reading_age_counts_from_the_measurement_when_the_clock_is_synced(make_settings):
+    async with run_gateway(make_settings()) as gw:
+        node = await _hello(gw)
+        zone_id = gw.registry.get("nd-ph-1").zone_id
+        now = time.time()
+        # A level measured two hours ago, delivered now (a node emptying its buffer after an outage).
+        await gw.ingest.accept([SampleIn("nd-ph-1", "water_level", 85.0, ts=now - 7200)], source="test")
+        reading = gw.latest.get(zone_id, Metric.WATER_LEVEL)
+        assert reading is not None
+        age = gw.latest.age(zone_id, Metric.WATER_LEVEL, gw.clock.monotonic())
+        assert age is not None and age >= 7200 - 5  # two hours old, not fresh
+        # No timestamp: the receipt is the best we know.
+        await gw.ingest.accept([SampleIn("nd-ph-1", "water_level", 80.0)], source="test")
+        age = gw.latest.age(zone_id, Metric.WATER_LEVEL, gw.clock.monotonic())
+        assert age is not None and age < 60
+        node.close()

@@ -99,10 +99,12 @@ class Harness:
 
 
 async def make_harness(tmp_path: Path, clock: ManualClock | None = None, water_change: dict[str, Any] | None = None,
-                       publish: Any = None, **safety: Any) -> Harness:
+                       publish: Any = None, actuators: dict[str, Any] | None = None, **safety: Any) -> Harness:
     cfg = demo_config(tmp_path / "data")
     for zone in cfg["zones"]:
         zone["water_cycle"]["water_change"].update(water_change or {})
+        if zone["uid"] == "zone-a":
+            zone["actuators"].update(actuators or {})
     cfg["safety"] = {"no_flow_grace_s": 5.0, **safety}
     settings = settings_from_mapping(cfg, "<harness>")
     clock = clock or ManualClock()

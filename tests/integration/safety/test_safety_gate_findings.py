@@ -286,3 +286,82 @@ async def test_no_start_while_the_relay_watchdog_is_tripped(tmp_path):
         assert not h.relay("fill").coil_energised
     finally:
         await h.close()
+
+
+# ---- finding 7: node pumps are supervised like gateway relays -----------------------------------------------
+NODE_IRRIGATION = {"irrigation": {"channel": "pump_irrigation", "node_uid": "nd-a-water", "flow_l_min": 4.0,
+                                  "telemetry": ["current", "flow"]}}
+
+
+def _channel_reading(h: Harness, metric: Metric, value: float) -> None:
+    now = h.clock.monotonic()
+    h.latest.update(h.zone_id, metric, Reading(value, now, h.clock.time(), 1, "pump_irrigation"))
+
+
+async def test_a_node_pump_over_its_current_limit_is_stopped_locked_and_alerted(tmp_path):
+    h, wire = await _with_water_node(tmp_path, actuators=NODE_IRRIGATION)
+    try:
+        await h.run_for(0.5)
+        _channel_reading(h, Metric.PUMP_CURRENT, 0.8)
+        _channel_reading(h, Metric.FLOW_RATE, 4.0)
+        await h.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 60}, node_uid="nd-a-water")
+        await h.run_for(1.0)
+        assert h.ch("irrigation").relay_on
+        _channel_reading(h, Metric.PUMP_CURRENT, 2.6)  # the node reports its pump's current: jammed
+        await h.run_for(0.2)
+        assert wire.commands()[-1] == ("pump_irrigation", "set_relay", {"state": "OFF"})
+        assert h.gate.lock_of(h.ch("irrigation")) == "biz_overcurrent"
+        assert "biz_overcurrent" in await h.active_codes()
+    finally:
+        await h.close()
+
+
+async def test_a_node_pump_without_flow_is_stopped_for_no_flow(tmp_path):
+    h, wire = await _with_water_node(tmp_path, actuators=NODE_IRRIGATION)
+    try:
+        await h.run_for(0.5)
+        _channel_reading(h, Metric.PUMP_CURRENT, 0.8)
+        _channel_reading(h, Metric.FLOW_RATE, 0.0)
+        await h.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 60}, node_uid="nd-a-water")
+        for _ in range(70):  # grace 5 s; the node keeps reporting 0 L/min
+            _channel_reading(h, Metric.PUMP_CURRENT, 0.8)
+            _channel_reading(h, Metric.FLOW_RATE, 0.0)
+            await h.run_for(0.1)
+        assert wire.commands()[-1] == ("pump_irrigation", "set_relay", {"state": "OFF"})
+        assert h.gate.lock_of(h.ch("irrigation")) == "biz_no_flow"
+    finally:
+        await h.close()
+
+
+async def test_a_node_pump_run_is_logged_as_water_usage_with_its_command(tmp_path):
+    h, _ = await _with_water_node(tmp_path)
+    try:
+        await h.run_for(0.5)
+        rec = await h.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 60},
+                                      node_uid="nd-a-water")
+        await h.run_for(30.0, dt=1.0)
+        await h.commands.submit("zone-a", "pump_irrigation", "stop_pump", {}, node_uid="nd-a-water")
+        await h.run_for(1.0, dt=1.0)
+        rows = await h.db.fetchall("SELECT pump_channel, volume_l, details FROM water_usage_logs")
+        details = json.loads(rows[0]["details"])
+        assert rows[0]["pump_channel"] == "pump_irrigation" and rows[0]["volume_l"] == pytest.approx(2.0, abs=0.1)
+        assert details["cmd_id"] == rec["cmd_id"] and details["node_uid"] == "nd-a-water"
+    finally:
+        await h.close()
+
+
+async def test_an_nc_recirculation_pump_on_a_node_gets_the_duty_cycle_and_the_max_off_backstop(tmp_path):
+    actuators = {"recirc": {"channel": "pump_recirc", "node_uid": "nd-a-water", "fail_safe_mode": "NC"}}
+    h, wire = await _with_water_node(tmp_path, actuators=actuators)
+    try:
+        ch = h.ch("recirc")
+        assert ch.relay is None and ch.fail_safe.value == "NC" and ch.relay_on  # runs unless told otherwise
+        states = []
+        for _ in range(2400):
+            await h.run_for(1.0, dt=1.0, water=True)
+            states.append((h.clock.monotonic(), ch.relay_on))
+        sent = [p for c, cmd, p in wire.commands() if c == "pump_recirc"]
+        assert {"state": "OFF"} in sent and {"state": "ON"} in sent  # the duty cycle drives the node
+        assert _longest_off(states) <= LIMIT_S + TICK_S
+    finally:
+        await h.close()
