@@ -42,6 +42,7 @@ class PumpChannel:
     state: ChannelSafetyState = field(default_factory=ChannelSafetyState)
     desired_on: bool = False
     node_on: bool = False  # node pumps: what we last asked the node for
+    run_until: float | None = None  # a timed run on a gateway relay ends here (monotonic)
     off_lease_until: float | None = None  # NC pumps: an explicit lease to stay OFF (monotonic)
     last_inputs: ChannelInputs | None = None
     current_a: float | None = None

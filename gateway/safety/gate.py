@@ -15,7 +15,6 @@ OFF at its end.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
@@ -110,7 +109,6 @@ class SafetyGate:
         self.watchdog = watchdog
         self._locks: dict[str, str] = {}
         self._failures: dict[str, list[float]] = {}  # pump id → wall times of recent failures
-        self._off_timers: dict[str, asyncio.Task[None]] = {}
         self._roles = {(ch.node_uid, ch.channel): ch.role for ch in self.channels}
 
     # ---- identity, locks, failures -------------------------------------------------------------
@@ -260,7 +258,7 @@ class SafetyGate:
 
     async def _switch_off(self, ch: PumpChannel, source: str, off_lease_s: float | None) -> None:
         was_on = ch.relay_on
-        self._cancel_timer(ch.pump_id)
+        ch.run_until = None
         ch.desired_on = False
         if ch.fail_safe is FailSafe.NC and off_lease_s is not None:
             ch.off_lease_until = self._clock.monotonic() + off_lease_s
@@ -273,7 +271,7 @@ class SafetyGate:
 
     def trip_off(self, ch: PumpChannel, reason: str) -> None:
         """Safety trip: a relay goes OFF now, in the caller's tick (node pumps: see ``trip_node_off``)."""
-        self._cancel_timer(ch.pump_id)
+        ch.run_until = None
         ch.desired_on = False
         if ch.relay is not None and ch.relay_on:
             self._relay(ch, False)
@@ -303,10 +301,13 @@ class SafetyGate:
         await self._send(ch.node_uid, ch.channel, command, cmd_id)
         ch.node_on = on
 
-    def _cancel_timer(self, pump_id: str) -> None:
-        timer = self._off_timers.pop(pump_id, None)
-        if timer is not None:
-            timer.cancel()
+    async def end_expired_runs(self) -> None:
+        """Timed runs whose time is up go OFF (called by the supervised safety loop every tick)."""
+        now = self._clock.monotonic()
+        for ch in self.channels:
+            if ch.run_until is not None and now >= ch.run_until:
+                ch.run_until = None
+                await self._switch_off(ch, "timer", None)
 
     # ---- commands (API, upstream, schedules, dosing) ------------------------------------------
     def is_local(self, channel: str) -> bool:
@@ -357,14 +358,9 @@ class SafetyGate:
         duration = command.duration_s
         # A timed run ends in the pump's default: NO pumps stop, an NC pump is left running.
         if duration is not None and ch.fail_safe is FailSafe.NO:
-            self._cancel_timer(ch.pump_id)
-            self._off_timers[ch.pump_id] = asyncio.get_running_loop().create_task(self._off_after(ch, duration))
+            # Ended by the safety loop's tick, not by a task of its own that nobody would see fail.
+            ch.run_until = self._clock.monotonic() + duration
         return Dispatched("DONE")
-
-    async def _off_after(self, ch: PumpChannel, seconds: float) -> None:
-        await self._clock.sleep(seconds)
-        self._off_timers.pop(ch.pump_id, None)
-        await self._switch_off(ch, "timer", None)
 
     async def _send(self, node_uid: str, channel: str, command: ValidCommand, cmd_id: str) -> None:
         zone_uid = self._nodes.node_zone_uid(node_uid)
@@ -377,11 +373,6 @@ class SafetyGate:
             raise ValueError(f"outbound command {cmd_id} breaks the contract: {problem}")
         topic = command_topic(self._gh, zone_uid, node_uid, channel)
         await self._publish(topic, json.dumps(payload).encode(), 1, False)
-
-    async def close(self) -> None:
-        """Cancel pending timed-run timers (shutdown)."""
-        for pump_id in list(self._off_timers):
-            self._cancel_timer(pump_id)
 
 
 class NodeNotAssigned(Exception):

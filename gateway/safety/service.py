@@ -114,6 +114,7 @@ class SafetyService:
             self._usage.track(ch, inputs)
         for ch, actions in deferred:
             await self._bookkeeping(ch, actions)
+        await self.gate.end_expired_runs()
         await self._usage.flush()
         self.ticks += 1
         for hook in self.on_tick:

@@ -365,3 +365,17 @@ async def test_an_nc_recirculation_pump_on_a_node_gets_the_duty_cycle_and_the_ma
         assert _longest_off(states) <= LIMIT_S + TICK_S
     finally:
         await h.close()
+
+
+async def test_a_timed_run_of_a_no_relay_ends_in_the_safety_loop(tmp_path):
+    h = await make_harness(tmp_path)
+    try:
+        await h.run_for(0.5)
+        rec = await h.commands.submit("zone-a", "a-fill", "run_pump", {"duration_s": 5})
+        assert rec["status"] == "DONE" and h.relay("fill").pump_on
+        await h.run_for(4.8)
+        assert h.relay("fill").pump_on
+        await h.run_for(0.3)
+        assert not h.relay("fill").pump_on
+    finally:
+        await h.close()
