@@ -379,3 +379,18 @@ async def test_a_timed_run_of_a_no_relay_ends_in_the_safety_loop(tmp_path):
         assert not h.relay("fill").pump_on
     finally:
         await h.close()
+
+
+async def test_a_water_change_drives_node_pumps_through_the_gate(tmp_path):
+    actuators = {"drain": {"channel": "pump_drain", "node_uid": "nd-a-water"},
+                 "fill": {"channel": "pump_fill", "node_uid": "nd-a-water"}}
+    h, wire = await _with_water_node(tmp_path, actuators=actuators)
+    try:
+        await h.run_for(1.0, dt=1.0, water=True)
+        await h.water.start_change("zone-a", by="operator")
+        await h.run_for(3.0, dt=1.0, water=True)
+        assert h.water.zones["zone-a"].state.phase.value == "WATER_CHANGE_DRAIN"
+        assert ("pump_drain", "set_relay", {"state": "ON"}) in wire.commands()
+        assert not h.relay("recirc").pump_on  # the NC recirculation is held OFF on the water change's lease
+    finally:
+        await h.close()
