@@ -67,14 +67,28 @@ class INA209Config:
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """Relay watchdog: GPIO that feeds the external dead-man circuit, and the stall timeout."""
+    """Relay watchdog: GPIO that feeds the external dead-man circuit, and the stall timeout.
+
+    ``external_watchdog``: ``True``/``False`` says whether a dead-man circuit is fitted; ``None`` (not said)
+    means fitted exactly when a heartbeat pin is configured.
+    """
 
     heartbeat_pin: int | str | None = None
     timeout_s: float = 5.0
+    external_watchdog: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
             raise ValueError("watchdog timeout_s must be > 0")
+        if self.external_watchdog is True and self.heartbeat_pin is None:
+            raise ValueError("watchdog: external_watchdog = true needs the heartbeat_pin that feeds it")
+        if self.external_watchdog is False and self.heartbeat_pin is not None:
+            raise ValueError("watchdog: heartbeat_pin is set but external_watchdog = false; remove one of them")
+
+    @property
+    def external_fitted(self) -> bool:
+        """Whether an external dead-man circuit watches the heartbeat pin."""
+        return self.heartbeat_pin is not None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from drivers.relay import RelayBank, make_pin_factory, open_relay_bank
 from drivers.sdnotify_client import SystemdNotifier
 from drivers.sim_ina209 import SimINA209Bus, SimINA209Chip
 from drivers.watchdog import RelayWatchdog
-from gateway.clock import Clock
+from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,18 @@ class Hardware:
     sim_chips: dict[str, SimINA209Chip] = field(default_factory=dict)
     _cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
 
-    def make_watchdog(self, clock: Clock, notifier: SystemdNotifier) -> RelayWatchdog:
-        """The relay watchdog over these relays and this heartbeat pin."""
-        return RelayWatchdog(self.relays, self.heartbeat, notifier, clock, self.config.watchdog.timeout_s)
+    def make_watchdog(
+        self, clock: Clock, notifier: SystemdNotifier, supervise_in_thread: bool | None = None
+    ) -> RelayWatchdog:
+        """The relay watchdog over these relays and this heartbeat pin.
+
+        Its supervisor is a thread (acts while the event loop is blocked) whenever time is real: by default
+        with ``SystemClock``; a simulated clock keeps it on the loop, where simulated time is meaningful.
+        """
+        threaded = isinstance(clock, SystemClock) if supervise_in_thread is None else supervise_in_thread
+        return RelayWatchdog(
+            self.relays, self.heartbeat, notifier, clock, self.config.watchdog.timeout_s, supervise_in_thread=threaded
+        )
 
     def close(self) -> None:
         """Release every coil, close pins, stop bus threads, close buses."""

@@ -13,11 +13,18 @@ de-energised (ARCHITECTURE habit 3).
 ``open_relay_bank(..., backend="real")`` uses gpiozero's default factory (lgpio on a Pi) and raises
 ``HardwareUnavailableError`` when no GPIO hardware is present; it never falls back to mock pins.
 ``backend="sim"`` uses ``gpiozero.pins.mock.MockFactory``.
+
+Every coil write of a bank goes through one ``CoilGuard``: a re-entrant lock (the relay watchdog writes
+pins from its own thread, the event loop writes them from the loop thread) and a *hold*. While a bank is
+held released (the watchdog tripped), a write that would energise a coil raises ``RelayError`` (an NO pump
+start or an NC pump stop); releasing is always allowed. A caller that checks a condition and then writes
+(e.g. "watchdog not tripped, so start") holds ``RelayBank.lock`` across both to make them atomic.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -41,6 +48,14 @@ log = logging.getLogger(__name__)
 Backend = Literal["real", "sim"]
 
 
+class CoilGuard:
+    """The lock shared by every coil write of a bank and the hold that keeps its coils released."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.held_by: str | None = None  # why coils must stay released, or None
+
+
 class PumpRelay:
     """One pump channel's relay coil."""
 
@@ -61,14 +76,25 @@ class PumpRelay:
         self.active_high = active_high
         self.zone = zone
         self.pin = pin
+        self.guard = CoilGuard()  # a RelayBank replaces it with the bank's shared guard
         try:
             self._device = OutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=pin_factory)
         except GPIOZeroError as exc:
             raise HardwareUnavailableError(f"relay {self.name!r} on pin {pin}: {exc}") from exc
 
     def set_pump(self, on: bool) -> None:
-        """Drive the coil so the pump is ON (``True``) or OFF (``False``)."""
-        self._device.value = coil_energised_for(self.fail_safe_mode, on)
+        """Drive the coil so the pump is ON (``True``) or OFF (``False``).
+
+        Raises ``RelayError`` if that energises the coil while the bank is held released.
+        """
+        energise = coil_energised_for(self.fail_safe_mode, on)
+        with self.guard.lock:
+            if energise and self.guard.held_by is not None:
+                raise RelayError(
+                    f"relay {self.name!r}: coils held released ({self.guard.held_by}); "
+                    f"not switching the pump {'ON' if on else 'OFF'}"
+                )
+            self._device.value = energise
 
     @property
     def pump_on(self) -> bool:
@@ -92,16 +118,18 @@ class PumpRelay:
 
     def release(self) -> None:
         """De-energise the coil: the fail-safe state (NC pump runs, NO pump stops)."""
-        self._device.off()
+        with self.guard.lock:
+            self._device.off()
 
     def close(self) -> None:
         """Release the coil, then free the pin (it becomes a floating input)."""
-        if self.closed:
-            return
-        try:
-            self.release()
-        finally:
-            self._device.close()
+        with self.guard.lock:  # not while the watchdog thread is writing this pin
+            if self.closed:
+                return
+            try:
+                self.release()
+            finally:
+                self._device.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"pump_on={self.pump_on}"
@@ -117,6 +145,9 @@ class RelayBank(Mapping[str, PumpRelay]):
             if relay.name in self._relays:
                 raise ValueError(f"relay channel {relay.name!r} defined twice")
             self._relays[relay.name] = relay
+        self.guard = CoilGuard()
+        for relay in self._relays.values():
+            relay.guard = self.guard  # one lock and one hold for the whole bank
         self.pin_factory = pin_factory
         self._owns_factory = owns_factory
 
@@ -129,15 +160,39 @@ class RelayBank(Mapping[str, PumpRelay]):
     def __len__(self) -> int:
         return len(self._relays)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The re-entrant lock every coil write of this bank takes."""
+        return self.guard.lock
+
+    @property
+    def held_by(self) -> str | None:
+        """Why the coils are held released (no coil may be energised), or ``None``."""
+        return self.guard.held_by
+
+    def hold_released(self, reason: str) -> None:
+        """Release every coil and refuse to energise any until ``allow_energise()``."""
+        with self.guard.lock:
+            self.guard.held_by = reason
+            self.release_all()
+
+    def allow_energise(self) -> None:
+        """Lift the hold: coils may be energised again (nothing is re-energised here)."""
+        with self.guard.lock:
+            self.guard.held_by = None
+
     def release_all(self) -> None:
         """De-energise every coil; tries them all, then raises ``RelayError`` if any failed."""
         failed: list[str] = []
-        for name, relay in self._relays.items():
-            try:
-                relay.release()
-            except Exception:
-                log.exception("could not release relay %r", name)
-                failed.append(name)
+        with self.guard.lock:
+            for name, relay in self._relays.items():
+                if relay.closed:
+                    continue  # a freed pin is a floating input: nothing left to drive
+                try:
+                    relay.release()
+                except Exception:
+                    log.exception("could not release relay %r", name)
+                    failed.append(name)
         if failed:
             raise RelayError(f"could not release relays: {', '.join(failed)}")
 

@@ -20,6 +20,8 @@ def hardware_config(section: HardwareSection) -> HardwareConfig:
             )
             for d in section.ina209
         ),
-        watchdog=WatchdogConfig(section.watchdog.heartbeat_pin, section.watchdog.timeout_s),
+        watchdog=WatchdogConfig(
+            section.watchdog.heartbeat_pin, section.watchdog.timeout_s, section.watchdog.external_watchdog
+        ),
         serial=tuple(SerialPortConfig(s.port, s.baudrate) for s in section.serial),
     )

@@ -190,10 +190,24 @@ class INA209Device(_Section):
 
 
 class WatchdogSection(_Section):
-    """Relay watchdog: heartbeat GPIO for the external dead-man circuit."""
+    """Relay watchdog: heartbeat GPIO for the external dead-man circuit.
+
+    Production with gateway relays requires ``heartbeat_pin`` unless ``external_watchdog = false`` says
+    explicitly that no dead-man circuit is fitted (then ``Settings.no_external_watchdog`` is True and the
+    gateway raises the warning alert ``infra_no_external_watchdog`` at start).
+    """
 
     heartbeat_pin: int | str | None = None
     timeout_s: float = Field(default=2.0, gt=0)
+    external_watchdog: bool | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WatchdogSection:
+        if self.external_watchdog is True and self.heartbeat_pin is None:
+            raise ValueError("external_watchdog = true needs the heartbeat_pin that feeds it")
+        if self.external_watchdog is False and self.heartbeat_pin is not None:
+            raise ValueError("heartbeat_pin is set but external_watchdog = false; remove one of them")
+        return self
 
 
 class SerialPort(_Section):
@@ -305,6 +319,15 @@ class Settings(_Section):
         """True in demo mode."""
         return self.gateway.mode is Mode.DEMO
 
+    @property
+    def no_external_watchdog(self) -> bool:
+        """The config declares that no external dead-man circuit is fitted (``external_watchdog = false``).
+
+        The gateway then raises the warning alert ``infra_no_external_watchdog`` at start: only the
+        in-process watchdog thread and systemd remain to release the relays if the process hangs.
+        """
+        return self.hardware.watchdog.external_watchdog is False
+
 
 def _read_secret(path: Path, key: str, source: str) -> str:
     try:
@@ -361,6 +384,12 @@ def _resolve_secrets(settings: Settings) -> Settings:
             problems.append(f"broker.allow_anonymous: not allowed in production mode ({src})")
         if not web.admin_token:
             problems.append(f"web.admin_token_file: required in production mode ({src})")
+        wd = settings.hardware.watchdog
+        if settings.hardware.relays and wd.heartbeat_pin is None and wd.external_watchdog is not False:
+            problems.append(
+                "hardware.watchdog.heartbeat_pin: required in production mode to feed the external dead-man "
+                f"circuit; if none is fitted, say so with external_watchdog = false ({src})"
+            )
     if upstream.ca_file is not None and not upstream.ca_file.is_file():
         problems.append(f"upstream.ca_file: {upstream.ca_file} does not exist ({src})")
     zone_uids = {z.uid for z in settings.zones}

@@ -49,6 +49,8 @@ def test_a_complete_config_is_accepted() -> None:
         (lambda: INA209Config(bus=1, warning_amps=2.0, critical_amps=1.0), "warning_amps <= critical_amps"),
         (lambda: INA209Config(bus=1, shunt_ohms=0), "must be > 0"),
         (lambda: WatchdogConfig(timeout_s=0), "timeout_s"),
+        (lambda: WatchdogConfig(external_watchdog=True), "needs the heartbeat_pin"),
+        (lambda: WatchdogConfig(heartbeat_pin=26, external_watchdog=False), "external_watchdog = false"),
         (lambda: SerialPortConfig("/dev/ttyS0", baudrate=0), "baudrate"),
         (lambda: RelayChannelConfig("pump_recirc", 17, "NC", "active_close"), "'pump_recirc'.*contradicts"),
         (lambda: RelayChannelConfig("", 17, "NC", "active_open"), "needs a name"),

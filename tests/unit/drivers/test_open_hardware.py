@@ -11,7 +11,7 @@ from drivers.config import HardwareConfig, INA209Config, RelayChannelConfig, Wat
 from drivers.errors import HardwareUnavailableError
 from drivers.hardware import Hardware, open_hardware
 from drivers.sdnotify_client import SystemdNotifier
-from gateway.clock import ManualClock
+from gateway.clock import ManualClock, SystemClock
 
 SIM = HardwareConfig(
     backend="sim",
@@ -69,6 +69,8 @@ async def test_sim_monitors_read_physical_conditions_on_one_thread_per_bus(hw: H
 async def test_watchdog_from_hardware_uses_configured_timeout(hw: Hardware) -> None:
     watchdog = hw.make_watchdog(ManualClock(), SystemdNotifier())
     assert watchdog.timeout_s == 3.0
+    assert not watchdog.supervise_in_thread  # simulated time: supervised on the loop, deterministically
+    assert hw.make_watchdog(SystemClock(), SystemdNotifier()).supervise_in_thread  # real time: a thread
     watchdog.feed()
     assert len(hw.pin_factory.pin(26).states) == 2  # heartbeat toggled once
 

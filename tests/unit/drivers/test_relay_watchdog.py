@@ -12,6 +12,7 @@ import pytest
 from gpiozero import OutputDevice
 from gpiozero.pins.mock import MockFactory
 
+from drivers.errors import RelayError
 from drivers.relay import PumpRelay, RelayBank
 from drivers.sdnotify_client import SystemdNotifier
 from drivers.watchdog import RelayWatchdog
@@ -105,7 +106,14 @@ async def test_while_tripped_nothing_can_re_energise_a_coil(rig: Rig) -> None:
     await rig.tick(5)
     await rig.clock.advance(TIMEOUT_S + 0.5, step=0.1)
     assert rig.watchdog.tripped
-    rig.bank["pump_drain"].set_pump(True)  # a stray command while the safety loop is dead
+    with pytest.raises(RelayError, match="held released"):
+        rig.bank["pump_drain"].set_pump(True)  # a stray start while the safety loop is dead: no ON pulse
+    with pytest.raises(RelayError, match="held released"):
+        rig.bank["pump_recirc"].set_pump(False)  # nor may the NC recirculation pump be stopped
+    assert not rig.level(DRAIN_PIN) and not rig.level(RECIRC_PIN)
+    assert len(rig.factory.pin(DRAIN_PIN).states) == 1  # the coil was never driven, not even briefly
+    rig.bank["pump_drain"].set_pump(False)  # releasing stays allowed
+    rig.bank["pump_recirc"].set_pump(True)
     await rig.clock.advance(TIMEOUT_S / 4, step=0.1)
     assert not rig.level(DRAIN_PIN)
 
@@ -122,6 +130,7 @@ async def test_feed_after_trip_resumes_feeding_but_relays_stay_released(rig: Rig
     assert rig.heartbeat_edges() == edges + 3
     assert rig.listener.messages() == ["WATCHDOG=1"]
     assert rig.bank["pump_recirc"].pump_on  # still released until the controller commands again
+    assert rig.bank.held_by is None and rig.watchdog.recovery_count == 1
     rig.bank["pump_recirc"].set_pump(False)
     await rig.tick(10)
     assert not rig.bank["pump_recirc"].pump_on
