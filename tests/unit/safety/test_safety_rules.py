@@ -336,3 +336,247 @@ def test_state_round_trips_through_json() -> None:
 def test_nonsense_limits_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         ChannelLimits(**kwargs)  # type: ignore[arg-type]
+
+
+# Exact thresholds, exact state and exact alert details (each of these was a surviving mutant) --------
+
+
+def test_a_reading_exactly_stale_after_s_old_still_counts() -> None:
+    ch = Channel(DRAIN)
+    assert ch.tick(0, healthy(current_a=2.3, current_age_s=30.0))[0] == StopPump(BIZ_OVERCURRENT)
+
+
+def test_current_exactly_at_the_overcurrent_limit_is_not_an_overcurrent() -> None:
+    ch = Channel(DRAIN)
+    ch.walk(0, 60, healthy(current_a=1.5))
+    assert ch.log == []
+    assert ch.tick(61, healthy(current_a=1.51))[0] == StopPump(BIZ_OVERCURRENT)
+
+
+def test_level_exactly_at_the_minimum_is_not_a_dry_run() -> None:
+    ch = Channel(RECIRC_NC)
+    ch.walk(0, 60, healthy(water_level=10.0))
+    assert ch.log == []
+    assert ch.tick(61, healthy(water_level=9.9))[0] == StopPump(BIZ_DRY_RUN)
+
+
+def test_flow_exactly_at_the_minimum_is_good_flow_and_restarts_the_grace() -> None:
+    ch = Channel(DRAIN)  # min_flow_l_min 1.0, grace 30 s
+    ch.walk(0, 600, healthy(flow_l_min=1.0))
+    assert ch.log == []
+    # Flow last good at 600: a drop at 601 trips only once it is more than 30 s old.
+    ch.walk(601, 630, healthy(flow_l_min=0.5))
+    assert ch.log == []
+    assert ch.tick(631, healthy(flow_l_min=0.5))[0] == StopPump(BIZ_NO_FLOW)
+
+
+def test_flow_reaching_exactly_the_minimum_late_in_the_grace_is_not_no_flow() -> None:
+    ch = Channel(DRAIN)
+    ch.walk(0, 30, healthy(flow_l_min=0.5))  # low since switch-on, for exactly the grace
+    ch.walk(31, 90, healthy(flow_l_min=1.0))  # then exactly the minimum: good flow, though the grace is over
+    assert ch.log == []
+
+
+def test_idle_readings_exactly_at_their_limits_are_not_a_stuck_pump() -> None:
+    ch = Channel(RECIRC_NC)  # idle_current_a 0.1, min_flow_l_min 1.0
+    ch.walk(0, 600, healthy(relay_on=False, current_a=0.1, flow_l_min=1.0))
+    assert ch.log == []
+
+
+def test_stuck_on_alert_carries_every_piece_of_evidence() -> None:
+    ch = Channel(RECIRC_NC)
+    ch.walk(0, 10, healthy(relay_on=False, desired_on=True, current_a=0.8, flow_l_min=11.0))
+    assert ch.log == [
+        (
+            6,
+            RaiseAlert(
+                BIZ_PUMP_STUCK_ON,
+                Severity.CRITICAL,
+                {
+                    "channel": "pump_recirc",
+                    "desired_on": True,
+                    "fail_safe": "NC",
+                    "current_a": 0.8,
+                    "idle_current_a": 0.1,
+                    "flow_l_min": 11.0,
+                    "min_flow_l_min": 1.0,
+                },
+                scope="pump_recirc",
+            ),
+        ),
+        (6, LockChannel(BIZ_PUMP_STUCK_ON)),
+    ]
+
+
+def test_no_flow_alert_details_name_the_reading_and_the_limit() -> None:
+    ch = Channel(DRAIN)
+    ch.walk(0, 31, healthy(flow_l_min=0.25))
+    assert ch.log[1] == (
+        31,
+        RaiseAlert(
+            BIZ_NO_FLOW,
+            Severity.CRITICAL,
+            {"channel": "pump_drain", "variant": "flow", "flow_l_min": 0.25, "min_flow_l_min": 1.0},
+            scope="pump_drain",
+        ),
+    )
+
+
+LEVEL_DRAIN = ChannelLimits(channel="pump_drain", flow_sensor=False, level_change_min=1.0, min_water_level=2.0)
+
+
+def test_no_level_change_alert_details_name_the_window() -> None:
+    ch = Channel(LEVEL_DRAIN)
+    ch.walk(0, 31, healthy(flow_l_min=None, water_level=40.0))
+    assert ch.log[1] == (
+        31,
+        RaiseAlert(
+            BIZ_NO_FLOW,
+            Severity.CRITICAL,
+            {
+                "channel": "pump_drain",
+                "variant": "level",
+                "level_at_start": 40.0,
+                "water_level": 40.0,
+                "level_change_min": 1.0,
+                "window_s": 30.0,
+            },
+            scope="pump_drain",
+        ),
+    )
+
+
+def test_level_reference_is_taken_when_the_level_first_appears_after_switch_on() -> None:
+    ch = Channel(LEVEL_DRAIN)
+    ch.walk(0, 4, healthy(flow_l_min=None, water_level=None))  # level not there yet (within the sensor grace)
+    assert ch.state.level_at_on is None and ch.state.level_ref_at is None
+    ch.walk(5, 40, healthy(flow_l_min=None, water_level=50.0))  # then it never moves
+    stops = [(t, a) for t, a in ch.log if isinstance(a, StopPump)]
+    assert stops[0] == (36, StopPump(BIZ_NO_FLOW))  # reference taken at 5: > 30 s later
+    alert = next(a for _, a in ch.log if isinstance(a, RaiseAlert) and a.code == BIZ_NO_FLOW)
+    assert alert.details["level_at_start"] == 50.0
+
+
+def test_a_half_taken_level_reference_is_taken_again() -> None:
+    restored = ChannelSafetyState(on_since=0.0, flow_ok_at=0.0, level_at_on=50.0, level_ref_at=None)
+    ch = Channel(LEVEL_DRAIN, restored)
+    ch.walk(100, 140, healthy(flow_l_min=None, water_level=50.0))
+    assert [(t, a) for t, a in ch.log if isinstance(a, StopPump)][0] == (131, StopPump(BIZ_NO_FLOW))
+
+
+def test_switching_on_and_off_sets_exactly_the_timers_of_that_direction() -> None:
+    limits = ChannelLimits(channel="pump_drain", flow_sensor=False, level_change_min=5.0, min_water_level=2.0)
+    ch = Channel(limits)
+    ch.tick(0, healthy(relay_on=False, flow_l_min=None))
+    assert ch.state == ChannelSafetyState(off_since=0)
+    ch.tick(10, healthy(flow_l_min=None, water_level=60.0))
+    assert ch.state == ChannelSafetyState(on_since=10, level_at_on=60.0, level_ref_at=10, flow_ok_at=10)
+    ch.tick(20, healthy(relay_on=False, flow_l_min=None))
+    assert ch.state == ChannelSafetyState(off_since=20)
+    ch.tick(30, healthy(flow_l_min=None, water_level=None))  # switched on without a level reading
+    assert ch.state == ChannelSafetyState(on_since=30, flow_ok_at=30, unavailable=("level",), unavailable_since=30)
+
+
+def test_switch_on_takes_the_level_reference_even_without_a_level_based_check() -> None:
+    ch = Channel(DRAIN)
+    ch.tick(0, healthy(water_level=60.0))
+    assert (ch.state.level_at_on, ch.state.level_ref_at) == (60.0, 0)
+
+
+def test_sensor_bookkeeping_is_cleared_when_every_sensor_is_back() -> None:
+    ch = Channel(DRAIN)
+    ch.walk(0, 15, healthy(current_a=None))
+    assert (ch.state.unavailable, ch.state.unavailable_since, ch.state.alerted_unavailable) == (
+        ("current",),
+        0,
+        ("current",),
+    )
+    ch.tick(16, healthy())
+    assert (ch.state.unavailable, ch.state.unavailable_since, ch.state.alerted_unavailable) == ((), None, ())
+    # A new dropout gets a fresh grace period rather than the old one's start.
+    ch.log.clear()
+    ch.walk(17, 27, healthy(relay_on=False, current_a=None))
+    assert [t for t, a in ch.log if isinstance(a, RaiseAlert)] == [27]
+
+
+def test_operator_reset_restarts_every_timer_but_keeps_flow_and_sensor_bookkeeping() -> None:
+    state = ChannelSafetyState(
+        on_since=1.0,
+        off_since=2.0,
+        level_at_on=3.0,
+        level_ref_at=4.0,
+        flow_ok_at=5.0,
+        unavailable=("flow",),
+        unavailable_since=6.0,
+        alerted_unavailable=("flow",),
+        latched=(BIZ_OVERCURRENT,),
+    )
+    assert operator_reset(state) == ChannelSafetyState(
+        flow_ok_at=5.0, unavailable=("flow",), unavailable_since=6.0, alerted_unavailable=("flow",)
+    )
+
+
+def test_every_state_field_survives_to_dict_and_back() -> None:
+    state = ChannelSafetyState(
+        on_since=1.0,
+        off_since=2.0,
+        level_at_on=3.0,
+        level_ref_at=4.0,
+        flow_ok_at=5.0,
+        unavailable=("flow", "level"),
+        unavailable_since=6.0,
+        alerted_unavailable=("flow",),
+        latched=(BIZ_OVERCURRENT, BIZ_NO_FLOW),
+    )
+    data = state.to_dict()
+    assert data == {
+        "on_since": 1.0,
+        "off_since": 2.0,
+        "level_at_on": 3.0,
+        "level_ref_at": 4.0,
+        "flow_ok_at": 5.0,
+        "unavailable": ["flow", "level"],
+        "unavailable_since": 6.0,
+        "alerted_unavailable": ["flow"],
+        "latched": [BIZ_OVERCURRENT, BIZ_NO_FLOW],
+    }
+    assert ChannelSafetyState.from_dict(json.loads(json.dumps(data))) == state
+
+
+def test_sensors_that_are_not_wired_never_trip_anything() -> None:
+    limits = ChannelLimits(current_sensor=False, flow_sensor=False, level_sensor=False, min_water_level=10.0)
+    ch = Channel(limits)
+    # Fresh but meaningless readings (e.g. from another pump on the same node) must not be used.
+    ch.walk(0, 600, healthy(current_a=9.0, flow_l_min=0.0, water_level=1.0), dt=10)
+    ch.walk(601, 700, healthy(relay_on=False, current_a=9.0, flow_l_min=50.0), dt=10)
+    assert ch.log == []
+
+
+def test_a_level_only_no_flow_check_is_blind_without_the_level() -> None:
+    no_dry_run = ChannelLimits(flow_sensor=False, level_change_min=1.0, min_water_level=None)
+    assert blind_sensors(healthy(flow_l_min=None, water_level=None), no_dry_run) == (Sensor.LEVEL,)
+    with_flow = ChannelLimits(level_change_min=1.0, min_water_level=None)
+    assert blind_sensors(healthy(water_level=None), with_flow) == ()
+    nothing_needs_level = ChannelLimits(flow_sensor=False, min_water_level=None)
+    assert blind_sensors(healthy(flow_l_min=None, water_level=None), nothing_needs_level) == ()
+
+
+@pytest.mark.parametrize("name", ["overcurrent_a", "no_flow_grace_s", "stale_after_s"])
+def test_positive_limits_reject_zero_and_accept_small_values(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be > 0$"):
+        ChannelLimits(**{name: 0.0, "idle_current_a": 0.0})  # type: ignore[arg-type]
+    assert getattr(ChannelLimits(**{name: 0.5, "idle_current_a": 0.0}), name) == 0.5  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["idle_current_a", "min_flow_l_min", "unavailable_grace_s", "settle_s"])
+def test_non_negative_limits_reject_negatives_and_accept_zero(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be >= 0$"):
+        ChannelLimits(**{name: -0.1})  # type: ignore[arg-type]
+    assert getattr(ChannelLimits(**{name: 0.0}), name) == 0.0  # type: ignore[arg-type]
+
+
+def test_idle_current_must_be_strictly_below_overcurrent() -> None:
+    with pytest.raises(ValueError, match=r"^idle_current_a must be below overcurrent_a$"):
+        ChannelLimits(idle_current_a=1.5, overcurrent_a=1.5)
+    with pytest.raises(ValueError, match=r"^level_change_min must be > 0 or None$"):
+        ChannelLimits(level_change_min=0.0)

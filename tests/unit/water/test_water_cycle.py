@@ -472,3 +472,164 @@ def test_state_survives_json_persistence_in_every_phase() -> None:
 
 def test_only_normal_recirc_leaves_the_recirc_pump_to_decide_recirc() -> None:
     assert [p for p in WaterPhase if not p.owns_recirc] == [NORMAL]
+
+
+# Exact results of each transition (each of these was a surviving mutant) ---------------------------
+
+
+def test_default_state_serialises_every_field() -> None:
+    assert WaterState().to_dict() == {
+        "phase": "NORMAL_RECIRC",
+        "phase_started_at_wall": 0.0,
+        "solution_started_at": None,
+        "ec_at_start": None,
+        "last_error": None,
+        "trigger": None,
+        "change_started_at_wall": None,
+        "last_auto_start_date": None,
+        "ec_drift_since": None,
+        "pump_on": False,
+    }
+
+
+def test_operator_start_records_the_situation_and_resets_the_change_bookkeeping() -> None:
+    before = replace(FRESH, last_error="drain_timeout")
+    s, actions = run(before, inp(level=70.0, ec=1.0, operator_start=True), at(1, 12))  # EC drifting 50 %
+    assert s == replace(
+        before,
+        phase=DRAIN,
+        phase_started_at_wall=at(1, 12),
+        trigger=Trigger.OPERATOR,
+        change_started_at_wall=at(1, 12),
+        last_error=None,
+        ec_drift_since=None,
+        pump_on=True,
+    )
+    assert actions[0] == RecordEvent(
+        WaterEvent.STARTED,
+        {
+            "trigger": "operator",
+            "water_level": 70.0,
+            "ec": 1.0,
+            "solution_started_at": at(0, 10),
+            "local_time": datetime.fromtimestamp(at(1, 12), MSK).isoformat(),
+        },
+    )
+
+
+def test_a_tank_exactly_at_empty_level_needs_no_drain_even_if_refused() -> None:
+    refused = inp(level=5.0, operator_start=True, can_run_drain=False)
+    s, _ = run(FRESH, refused, at(1, 12))
+    assert s.phase is FILL and s.pump_on
+
+
+def test_refusals_without_a_reason_name_the_refused_pump() -> None:
+    t = at(1, 12)
+    s, _ = run(FRESH, inp(operator_start=True, can_run_drain=False), t)
+    assert (s.phase, s.last_error, s.phase_started_at_wall) == (FAILED, "interlock:drain_refused", t)
+    s, _ = run(filling(), inp(level=50.0, can_run_fill=False), T0 + 60)
+    assert (s.phase, s.last_error, s.phase_started_at_wall) == (FAILED, "interlock:fill_refused", T0 + 60)
+
+
+def test_failing_sets_exactly_the_failure_fields() -> None:
+    s, _ = run(draining(), inp(level=40.0), T0 + 30 * 60)
+    assert s == replace(
+        draining(), phase=FAILED, phase_started_at_wall=T0 + 30 * 60, last_error="drain_timeout", pump_on=False
+    )
+
+
+def test_drain_paused_for_a_missing_level_records_the_pump_as_off() -> None:
+    s, _ = run(draining(), inp(level=None), T0 + 60)
+    assert s == replace(draining(), pump_on=False)
+
+
+def test_fill_done_enters_stabilize_with_every_pump_recorded_off() -> None:
+    s, _ = run(filling(), inp(level=90.0), T0 + 600)
+    # The change as a whole keeps its start; the new phase has its own.
+    assert s == replace(filling(), phase=STAB, phase_started_at_wall=T0 + 600, pump_on=False)
+
+
+def test_abort_returns_to_recirculation_with_the_phase_it_left() -> None:
+    s, actions = run(draining(ec_drift_since=5.0), inp(operator_abort=True), T0 + 60)
+    assert s == replace(
+        draining(ec_drift_since=5.0),
+        phase=NORMAL,
+        phase_started_at_wall=T0 + 60,
+        trigger=None,
+        change_started_at_wall=None,
+        pump_on=False,
+    )
+    assert actions == [*SAFE, RecordEvent(WaterEvent.ABORTED, {"phase": "WATER_CHANGE_DRAIN"}), PersistState()]
+
+
+def test_stabilize_abort_sets_its_own_time() -> None:
+    s, _ = run(in_phase(STAB, T0), inp(ec=1.1, operator_abort=True), T0 + 60)
+    assert s.phase_started_at_wall == T0 + 60 and s.change_started_at_wall is None
+
+
+def test_completing_clears_the_change_and_the_pump_flag() -> None:
+    s = in_phase(STAB, T0, ec_drift_since=5.0, pump_on=True)  # e.g. a state persisted by an older version
+    done, _ = run(s, inp(ec=0.9), T0 + 900)
+    assert done == replace(
+        s,
+        phase=NORMAL,
+        phase_started_at_wall=T0 + 900,
+        solution_started_at=T0 + 900,
+        ec_at_start=0.9,
+        trigger=None,
+        change_started_at_wall=None,
+        ec_drift_since=None,
+        pump_on=False,
+    )
+
+
+def test_completing_a_change_restored_without_trigger_or_start() -> None:
+    s = replace(in_phase(STAB, T0), trigger=None, change_started_at_wall=None)
+    _, actions = run(s, inp(level=91.0, ec=0.9), T0 + 900)
+    assert actions[0] == RecordEvent(
+        WaterEvent.COMPLETED, {"trigger": None, "duration_s": None, "water_level": 91.0, "ec": 0.9}
+    )
+
+
+def test_acknowledging_a_failure_clears_the_change() -> None:
+    s = in_phase(FAILED, T0, last_error="drain_timeout", pump_on=True)
+    acked, _ = run(s, inp(operator_ack_failed=True), T0 + 3600)
+    assert acked == replace(s, phase=NORMAL, trigger=None, change_started_at_wall=None, pump_on=False)
+
+
+def test_resume_fails_an_interrupted_drain_at_the_restart_time() -> None:
+    s, _ = resume(draining(), T0 + 120)
+    assert s.phase_started_at_wall == T0 + 120
+
+
+@pytest.mark.parametrize("phase", [STAB, FAILED])
+def test_resume_records_the_working_pump_as_off(phase: WaterPhase) -> None:
+    s, _ = resume(in_phase(phase, T0, pump_on=True), T0 + 60)
+    assert s.pump_on is False
+
+
+def test_solution_exactly_max_age_old_is_not_yet_too_old() -> None:
+    long_interval = water_cycle_from_dict({"water_change": {"enabled": True, "interval_days": 30}})
+    s = replace(FRESH, solution_started_at=at(0, 3))
+    assert run(s, inp(), at(10, 3), long_interval)[0].phase is NORMAL  # exactly 10 days
+    state, _ = run(s, inp(), at(10, 3, 0, 1), long_interval)
+    assert state.trigger is Trigger.SOLUTION_AGE
+
+
+def test_schedule_counts_days_in_greenhouse_local_time() -> None:
+    # 01:00 Moscow is still the previous day in UTC: the calendar day is Moscow's.
+    s = replace(FRESH, solution_started_at=at(0, 1))
+    assert run(s, inp(), at(6, 9))[0].phase is NORMAL
+    assert run(s, inp(), at(7, 9))[0].trigger is Trigger.SCHEDULE
+
+
+def test_ec_drift_is_measured_relative_to_the_start_ec() -> None:
+    cfg = water_cycle_from_dict({"water_change": {"enabled": True, "ec_drift_threshold": 25}})
+    base = replace(FRESH, ec_at_start=4.0)
+    assert run(base, inp(ec=5.0), at(1, 12), cfg)[0].ec_drift_since is None  # exactly 25 %: not more
+    assert run(base, inp(ec=5.1), at(1, 12), cfg)[0].ec_drift_since == at(1, 12)
+    assert run(replace(FRESH, ec_at_start=2.0), inp(ec=2.5), at(1, 12), cfg)[0].ec_drift_since is None  # 25 %
+    low = replace(FRESH, ec_at_start=0.8)
+    assert run(low, inp(ec=1.2), at(1, 12), cfg)[0].ec_drift_since == at(1, 12)  # 50 % of a small EC
+    zero = replace(FRESH, ec_at_start=0.0)  # no reference to drift from (e.g. the tank held plain water)
+    assert run(zero, inp(ec=1.2), at(1, 12), cfg)[0].ec_drift_since is None
