@@ -461,7 +461,7 @@ def test_a_half_taken_level_reference_is_taken_again() -> None:
     restored = ChannelSafetyState(on_since=0.0, flow_ok_at=0.0, level_at_on=50.0, level_ref_at=None)
     ch = Channel(LEVEL_DRAIN, restored)
     ch.walk(100, 140, healthy(flow_l_min=None, water_level=50.0))
-    assert [(t, a) for t, a in ch.log if isinstance(a, StopPump)][0] == (131, StopPump(BIZ_NO_FLOW))
+    assert next((t, a) for t, a in ch.log if isinstance(a, StopPump)) == (131, StopPump(BIZ_NO_FLOW))
 
 
 def test_switching_on_and_off_sets_exactly_the_timers_of_that_direction() -> None:
