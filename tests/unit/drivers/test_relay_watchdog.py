@@ -141,3 +141,25 @@ async def test_ready_status_stopping_reach_systemd(rig: Rig) -> None:
     rig.watchdog.status("safety loop running")
     rig.watchdog.stopping()
     assert rig.listener.messages() == ["READY=1", "STATUS=safety loop running", "STOPPING=1"]
+
+
+async def test_a_relay_that_cannot_be_released_does_not_stop_the_others_or_the_supervisor(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig.bank["pump_recirc"].set_pump(False)
+    rig.bank["pump_drain"].set_pump(True)
+
+    def broken() -> None:
+        raise OSError("GPIO write failed")
+
+    monkeypatch.setattr(rig.bank["pump_recirc"], "release", broken)
+    await rig.tick(5)
+    with caplog.at_level(logging.WARNING, logger="drivers.watchdog"):
+        await rig.clock.advance(TIMEOUT_S * 3, step=0.1)
+    assert rig.watchdog.tripped
+    assert not rig.level(DRAIN_PIN)  # the healthy relay was released despite its neighbour
+    checks = [r for r in caplog.records if "check failed" in r.getMessage()]
+    assert len(checks) == 1 and "pump_recirc" in checks[0].getMessage()  # rate-limited, names the relay
+    monkeypatch.undo()
+    await rig.clock.advance(TIMEOUT_S / 4, step=0.1)  # the supervisor kept running: next pass releases it
+    assert not rig.level(RECIRC_PIN)
