@@ -510,6 +510,7 @@ def test_operator_reset_restarts_every_timer_but_keeps_flow_and_sensor_bookkeepi
         unavailable_since=6.0,
         alerted_unavailable=("flow",),
         latched=(BIZ_OVERCURRENT,),
+        no_circulation_alerted=True,
     )
     assert operator_reset(state) == ChannelSafetyState(
         flow_ok_at=5.0, unavailable=("flow",), unavailable_since=6.0, alerted_unavailable=("flow",)
@@ -527,6 +528,7 @@ def test_every_state_field_survives_to_dict_and_back() -> None:
         unavailable_since=6.0,
         alerted_unavailable=("flow",),
         latched=(BIZ_OVERCURRENT, BIZ_NO_FLOW),
+        no_circulation_alerted=True,
     )
     data = state.to_dict()
     assert data == {
@@ -539,6 +541,7 @@ def test_every_state_field_survives_to_dict_and_back() -> None:
         "unavailable_since": 6.0,
         "alerted_unavailable": ["flow"],
         "latched": [BIZ_OVERCURRENT, BIZ_NO_FLOW],
+        "no_circulation_alerted": True,
     }
     assert ChannelSafetyState.from_dict(json.loads(json.dumps(data))) == state
 
