@@ -10,7 +10,8 @@
 # Usage: scripts/mutation.sh [rules|interlock|recirc|cycle ...]   (default: all four modules)
 # Prints killed/total and the score per module, then every surviving mutant as a diff; exits 1 if a
 # module scores below MUTATION_MIN_SCORE (default 95 %). Full log: artifacts/mutation/run.log. Takes ~10 min on
-# two cores; MUTATION_JOBS (default 2) sets the number of parallel test processes.
+# two cores; MUTATION_JOBS (default 2) sets the number of parallel test processes; MUTATION_REPORT_ONLY=1
+# reprints the report of the last run without running anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-.venv/bin/python}"
@@ -29,26 +30,30 @@ for m in "${modules[@]}"; do
   patterns+=("${dotted[$m]}.*")
 done
 
-# A fresh copy every time: verdicts cached from older code or older tests would be misleading.
-rm -rf mutants
 # mutmut puts ./mutants first on sys.path; an inherited PYTHONPATH would import the unmutated code.
 unset PYTHONPATH
 out=artifacts/mutation
 mkdir -p "$out"
-echo "mutating ${modules[*]} (log: $out/run.log) ..."
-status=0
-nice -n 10 "$py" -m mutmut run --max-children "$jobs" "${patterns[@]}" 2>&1 | tr '\r' '\n' >"$out/run.log" || status=$?
-if [ "$status" -ne 0 ]; then
-  tail -20 "$out/run.log" >&2
-  echo "mutmut run failed (exit $status)" >&2
-  exit "$status"
+if [ "${MUTATION_REPORT_ONLY:-0}" != 1 ]; then
+  # A fresh copy every time: verdicts cached from older code or older tests would be misleading.
+  rm -rf mutants
+  echo "mutating ${modules[*]} (log: $out/run.log) ..."
+  status=0
+  nice -n 10 "$py" -m mutmut run --max-children "$jobs" "${patterns[@]}" 2>&1 | tr '\r' '\n' >"$out/run.log" || status=$?
+  if [ "$status" -ne 0 ]; then
+    tail -20 "$out/run.log" >&2
+    echo "mutmut run failed (exit $status)" >&2
+    exit "$status"
+  fi
 fi
 
 "$py" -m mutmut results --all true >"$out/results.txt"
 "$py" - "$out/results.txt" "$min_score" "${patterns[@]}" <<'EOF'
 import fnmatch
-import subprocess
 import sys
+from pathlib import Path
+
+from mutmut.mutation.diff_apply import get_diff_for_mutant
 
 results, min_score, patterns = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 status_by_module: dict[str, dict[str, int]] = {}
@@ -74,9 +79,8 @@ for module, counts in sorted(status_by_module.items()):
 if survivors:
     print(f"\n{len(survivors)} mutants not killed (each must be equivalent; see README 'Mutation testing'):")
     for name in survivors:
-        diff = subprocess.run(
-            [sys.executable, "-m", "mutmut", "show", name], capture_output=True, text=True, check=False
-        ).stdout
+        source = Path(name.split(".x")[0].replace(".", "/") + ".py")
+        diff = get_diff_for_mutant(name, path=source)
         changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]
         print(f"  {name}")
         for ln in changed:
