@@ -9,7 +9,7 @@
 #
 # Usage: scripts/mutation.sh [rules|interlock|recirc|cycle ...]   (default: all four modules)
 # Prints killed/total and the score per module, then every surviving mutant as a diff; exits 1 if a
-# module scores below MUTATION_MIN_SCORE (default 95 %). Full log: artifacts/mutation/run.log. Takes ~10 min on
+# module scores below MUTATION_MIN_SCORE (default 95 %). Full log: artifacts/mutation/run.log. Takes 10-15 min on
 # two cores; MUTATION_JOBS (default 2) sets the number of parallel test processes; MUTATION_REPORT_ONLY=1
 # reprints the report of the last run without running anything.
 set -euo pipefail
