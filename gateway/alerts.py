@@ -62,6 +62,7 @@ CATALOGUE: dict[str, AlertKind] = {
     "infra_disk_full": AlertKind("infra", "Database storage full: telemetry cannot be stored", "critical"),
     "infra_node_identity_conflict": AlertKind("infra", "A node announced another node's identity", "warning"),
     "infra_hardware_fault": AlertKind("infra", "Gateway hardware fault", "critical"),
+    "infra_no_external_watchdog": AlertKind("infra", "No external relay watchdog fitted (config says so)"),
     "infra_pump_unmonitored": AlertKind("infra", "Relay pump without a current monitor (no overcurrent check)"),
 }
 

@@ -213,6 +213,11 @@ class Gateway:
         )
         await self.safety.load()
         await self._alert_unmonitored_pumps(channels)
+        if self.settings.no_external_watchdog:
+            log.warning("no external relay watchdog fitted: only the in-process watchdog and systemd remain")
+            await self.alerts.raise_alert("infra_no_external_watchdog", details={"heartbeat_pin": None})
+        else:
+            await self.alerts.resolve("infra_no_external_watchdog")
         self.commands = CommandService(
             self.db, self.alerts, self.registry, self.clock, self.metrics, self.gate,
             self.settings.commands.timeout_s, on_error=self.safety.on_command_error,

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from drivers.errors import RelayError
 from firmware_contracts.commands import CommandName, ValidCommand
 from firmware_contracts.topics import command_topic
 from firmware_contracts.validate import MessageKind, validate
@@ -28,6 +29,7 @@ from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metric_types import Metric
 from gateway.metrics import Metrics
+from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings
 from gateway.safety.channels import PumpChannel, pump_id_of
 from gateway.safety.inputs import channel_inputs
@@ -107,6 +109,7 @@ class SafetyGate:
         self._nodes = nodes
         self._gh = greenhouse_uid
         self.watchdog = watchdog
+        self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
         self._locks: dict[str, str] = {}
         self._failures: dict[str, list[float]] = {}  # pump id → wall times of recent failures
         self._roles = {(ch.node_uid, ch.channel): ch.role for ch in self.channels}
@@ -236,45 +239,48 @@ class SafetyGate:
     ) -> Decision:
         """Switch a pump ON (through the interlock) or OFF; an NC pump's OFF lasts ``off_lease_s`` at most."""
         if not on:
-            await self._switch_off(ch, source, off_lease_s)
+            if not await self._switch_off(ch, source, off_lease_s):
+                return Decision(False, "relay_held_by_watchdog")  # an NC pump keeps running: the safe side
             return Decision(True, "off")
         if ch.relay_on:
             ch.desired_on = True
             return Decision(True, "already_on")
         decision = await self.can_start(ch.zone_id, ch.channel, ch.node_uid)
-        if decision.allowed:
-            await self._switch_on(ch, source)
+        if decision.allowed and not await self._switch_on(ch, source):
+            return Decision(False, "relay_held_by_watchdog")
         return decision
 
-    async def _switch_on(self, ch: PumpChannel, source: str) -> None:
+    async def _switch_on(self, ch: PumpChannel, source: str) -> bool:
+        if ch.relay is not None and not self._relay(ch, True):
+            return False
         ch.desired_on = True
         ch.off_lease_until = None
-        if ch.relay is not None:
-            self._relay(ch, True)
-        else:
+        if ch.relay is None:
             await self._node_switch(ch, True, source)
         level = logging.WARNING if source == "nc_max_off" else logging.INFO
         log.log(level, "%s ON (%s)", ch.pump_id, source)
+        return True
 
-    async def _switch_off(self, ch: PumpChannel, source: str, off_lease_s: float | None) -> None:
+    async def _switch_off(self, ch: PumpChannel, source: str, off_lease_s: float | None) -> bool:
         was_on = ch.relay_on
         ch.run_until = None
         ch.desired_on = False
         if ch.fail_safe is FailSafe.NC and off_lease_s is not None:
             ch.off_lease_until = self._clock.monotonic() + off_lease_s
         if ch.relay is not None:
-            self._relay(ch, False)
+            if not self._relay(ch, False):
+                return False
         elif was_on or ch.fail_safe is FailSafe.NC:
             await self._node_switch(ch, False, source)
         if was_on:
             log.info("%s OFF (%s)", ch.pump_id, source)
+        return True
 
     def trip_off(self, ch: PumpChannel, reason: str) -> None:
         """Safety trip: a relay goes OFF now, in the caller's tick (node pumps: see ``trip_node_off``)."""
         ch.run_until = None
         ch.desired_on = False
-        if ch.relay is not None and ch.relay_on:
-            self._relay(ch, False)
+        if ch.relay is not None and ch.relay_on and self._relay(ch, False):
             log.warning("safety trip %s: %s switched OFF", reason, ch.pump_id)
 
     async def trip_node_off(self, ch: PumpChannel, reason: str) -> None:
@@ -290,9 +296,16 @@ class SafetyGate:
         await self._switch_on(ch, reason)
         await self._alerts.record_event(ch.zone_id, "NC_PUMP_RESTORED", {"pump": ch.pump_id, "reason": reason})
 
-    def _relay(self, ch: PumpChannel, on: bool) -> None:
+    def _relay(self, ch: PumpChannel, on: bool) -> bool:
+        """Drive the coil; False when the relay watchdog holds the coils released (then nothing moved)."""
         assert ch.relay is not None
-        ch.relay.set_pump(on)
+        try:
+            ch.relay.set_pump(on)
+        except RelayError as exc:
+            state = "ON" if on else "OFF"
+            self._ratelog.error(f"relay:{ch.pump_id}", "%s not switched %s: %s", ch.pump_id, state, exc)
+            return False
+        return True
 
     async def _node_switch(self, ch: PumpChannel, on: bool, source: str) -> None:
         assert ch.node_uid is not None
@@ -352,9 +365,8 @@ class SafetyGate:
         if not on:
             await self._switch_off(ch, f"command:{command.name}", None)
             return Dispatched("DONE")
-        already = ch.relay_on
-        if not already:
-            await self._switch_on(ch, f"command:{command.name}:{source}")
+        if not ch.relay_on and not await self._switch_on(ch, f"command:{command.name}:{source}"):
+            return Dispatched("FAILED", "relay_held_by_watchdog")
         duration = command.duration_s
         # A timed run ends in the pump's default: NO pumps stop, an NC pump is left running.
         if duration is not None and ch.fail_safe is FailSafe.NO:

@@ -167,3 +167,12 @@ async def test_in_flight_commands_are_resent_after_restart(make_settings):
 async def _status_is(gw, cmd_id, status):
     record = await gw.commands.get(cmd_id)
     return record is not None and record["status"] == status
+
+
+async def test_a_config_without_an_external_watchdog_says_so_with_an_alert(make_settings):
+    hardware = {"backend": "sim", "watchdog": {"external_watchdog": False}}
+    async with run_gateway(make_settings(hardware=hardware)) as gw:
+        codes = [a["code"] for a in await gw.alerts.active()]
+        assert "infra_no_external_watchdog" in codes
+    async with run_gateway(make_settings()) as gw:
+        assert "infra_no_external_watchdog" not in [a["code"] for a in await gw.alerts.active()]

@@ -394,3 +394,18 @@ async def test_a_water_change_drives_node_pumps_through_the_gate(tmp_path):
         assert not h.relay("recirc").pump_on  # the NC recirculation is held OFF on the water change's lease
     finally:
         await h.close()
+
+
+async def test_while_the_watchdog_holds_the_coils_the_nc_pump_cannot_be_switched_off(tmp_path):
+    h = await make_harness(tmp_path)
+    try:
+        await h.run_for(0.5)
+        task = asyncio.create_task(h.safety.watchdog.run())
+        await h.clock.advance(5.0, step=0.1)  # the loop stalls: the watchdog releases and holds every coil
+        task.cancel()
+        assert h.safety.watchdog.tripped
+        decision = await h.gate.switch(h.ch("recirc"), False, source="recirc_duty")
+        assert not decision.allowed and decision.reason == "relay_held_by_watchdog"
+        assert h.relay("recirc").pump_on and not h.relay("recirc").coil_energised
+    finally:
+        await h.close()
