@@ -98,6 +98,11 @@ fi
 log "limiting SD card writes"
 install -d -m 0755 "$R/etc/systemd/journald.conf.d"
 install -m 0644 "$BUNDLE/journald-hydro-gateway.conf" "$R/etc/systemd/journald.conf.d/hydro-gateway.conf"
+if [ "$MANAGE_SYSTEM" = 1 ]; then systemctl restart systemd-journald; fi
+# Debian keeps a persistent journal in /var/log/journal; journald now logs to RAM, and what this
+# first boot wrote there (an 8 MB preallocated file) would otherwise stay on the card. The empty
+# directory stays (systemd-tmpfiles recreates it at every boot anyway).
+if [ -d "$R/var/log/journal" ]; then find "$R/var/log/journal" -mindepth 1 -delete; fi
 if [ "$HG_NOATIME" = 1 ] && [ -f "$R/etc/fstab" ]; then
     edit_file "$R/etc/fstab" \
         '/^[^#[:space:]]+[[:space:]]+\/[[:space:]]/{/noatime/!s/^([^[:space:]]+[[:space:]]+\/[[:space:]]+[^[:space:]]+[[:space:]]+)([^[:space:]]+)/\1\2,noatime/}'
@@ -124,13 +129,15 @@ package="$HG_PACKAGE"
 case "$package" in *.whl) package="$WHEELS/$package" ;; esac
 # shellcheck disable=SC2086  # HG_PIP_EXTRA_ARGS is a list of words
 "$VENV/bin/pip" install "${pip_args[@]}" ${HG_PIP_EXTRA_ARGS:-} "$package"
+# What is installed, for the Ansible health gate's rollback (the role writes the same file).
+printf '%s\n' "$HG_PACKAGE" >"$R/opt/hydro-gateway/release"
+chmod 0644 "$R/opt/hydro-gateway/release"
 
 log "installing the systemd unit"
 install -d -m 0755 "$R/etc/systemd/system"
 install -m 0644 "$BUNDLE/hydro-gateway.service" "$R/etc/systemd/system/hydro-gateway.service"
 if [ "$MANAGE_SYSTEM" = 1 ]; then
     systemctl daemon-reload
-    systemctl restart systemd-journald
     systemctl enable hydro-gateway.service
     if [ "$REBOOT" = 1 ]; then
         # I2C/UART come up only after a reboot; the enabled unit starts then.

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,17 @@ def make_pi_root(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def gateway_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project wheel, built once from a copy of the sources (the build writes into its source tree)."""
-    base = tmp_path_factory.mktemp("wheel")
+    return build_gateway_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def build_gateway_wheel(base: Path, version: str | None = None) -> Path:
+    """Build the project wheel from a copy of the sources into ``base/dist``, optionally renumbered."""
     src = base / "src"
     src.mkdir()
-    shutil.copy2(REPO / "pyproject.toml", src)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    if version is not None:
+        pyproject = re.sub(r'(?m)^version = ".*"$', f'version = "{version}"', pyproject, count=1)
+    (src / "pyproject.toml").write_text(pyproject)
     readme = REPO / "README.md"
     (src / "README.md").write_text(readme.read_text() if readme.exists() else "hydro-gateway\n")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -107,15 +115,20 @@ def gateway_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class HealthServer:
-    """A stand-in for the gateway's /healthz on a free 127.0.0.1 port; ``status`` is what it answers."""
+    """A stand-in for the gateway's /healthz on a free 127.0.0.1 port; ``status`` is what it answers,
+    unless ``healthy_when`` is set: then 200 while it returns True, else 503."""
 
     def __init__(self) -> None:
         self.status = 200
+        self.healthy_when: Callable[[], bool] | None = None
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                code = owner.status if self.path == "/healthz" else 404
+                status = owner.status
+                if owner.healthy_when is not None:
+                    status = 200 if owner.healthy_when() else 503
+                code = status if self.path == "/healthz" else 404
                 self.send_response(code)
                 self.end_headers()
                 self.wfile.write(b'{"status":"ok"}' if code == 200 else b'{"status":"failing"}')
@@ -146,7 +159,7 @@ class Fleet:
     roots: dict[str, Path] = field(default_factory=dict)
     health: dict[str, HealthServer] = field(default_factory=dict)
 
-    HOSTS = ("gh-sd", "gh-fresh", "gh-late")
+    HOSTS = ("gh-sd", "gh-fresh", "gh-late", "gh-roll")
 
     def __post_init__(self) -> None:
         self.inventory = self.base / "inventory.yml"

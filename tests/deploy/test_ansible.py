@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from gateway.provision.passwords import parse_password_file
-from tests.deploy.conftest import REPO, Fleet, gateway_settings, tool, tool_env
+from tests.deploy.conftest import REPO, Fleet, build_gateway_wheel, gateway_settings, tool, tool_env
 
-pytestmark = pytest.mark.slow
+# Each playbook run forks ansible-playbook and pip; on a loaded 2-core CI machine one run can take over a
+# minute, so these get more than the default 120 s (they wait for process exit, never for a clock).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(360)]
 
 ANSIBLE = REPO / "ansible"
 
@@ -109,8 +111,37 @@ def test_rerun_changes_nothing_and_an_unhealthy_gateway_stops_the_rollout(first_
     assert run.changed == {"gh-fresh": 0}, run.output
     assert run.code != 0
     assert re.search(r"fatal: \[gh-fresh\].*Status code was 503", run.output), run.output
+    # Nothing to roll back to: this run installed nothing new.
+    assert "no previous release to roll back to" in run.output, run.output
     # The next batch never started: gh-late was not touched at all.
     assert not (fleet.roots["gh-late"] / "etc/hydro-gateway").exists()
+
+
+def installed_version(root: Path) -> str:
+    """The hydro-gateway version in a staging root's virtualenv, from its dist-info directory."""
+    (info,) = (root / "opt/hydro-gateway/venv/lib").glob("python3*/site-packages/hydro_gateway-*.dist-info")
+    return info.name.removeprefix("hydro_gateway-").removesuffix(".dist-info")
+
+
+def test_an_unhealthy_release_is_rolled_back_to_the_previous_one(
+    fleet: Fleet, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = fleet.roots["gh-roll"]
+    # The stand-in /healthz is healthy exactly while the staged venv holds the current release.
+    fleet.health["gh-roll"].healthy_when = lambda: installed_version(root) == "0.1.0"
+    first = playbook(fleet, "--limit", "gh-roll")
+    assert first.code == 0, first.output
+    assert (root / "opt/hydro-gateway/release").read_text() == f"{fleet.wheel.name}\n"
+
+    bad = build_gateway_wheel(tmp_path_factory.mktemp("bad-wheel"), version="0.1.99")
+    run = playbook(fleet, "--limit", "gh-roll", "-e", f"hydro_gateway_wheel={bad}")
+    assert run.code != 0, run.output
+    assert f"hydro-gateway {bad.name} did not become healthy on gh-roll" in run.output, run.output
+    assert f"rolled back to {fleet.wheel.name}, which is healthy again" in run.output, run.output
+    assert installed_version(root) == "0.1.0"
+    assert (root / "opt/hydro-gateway/release").read_text() == f"{fleet.wheel.name}\n"
+    # Both wheels stay on the host: the next rollout (or another rollback) needs no download.
+    assert sorted(p.name for p in (root / "opt/hydro-gateway/wheels").glob("*.whl")) == sorted([fleet.wheel.name, bad.name])
 
 
 def test_example_placeholders_are_never_deployed(fleet: Fleet) -> None:
