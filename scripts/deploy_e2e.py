@@ -305,8 +305,12 @@ class Machine:
     """One booted container: an overlay over the cached rootfs, a card directory at /boot/firmware,
     one veth link, and a supervisor that boots it again when it reboots (nspawn exits 133)."""
 
-    def __init__(self, name: str, index: int, base: Path, work: Path, binds_ro: Sequence[tuple[Path, str]] = ()):
+    def __init__(self, name: str, index: int, base: Path, work: Path, binds_ro: Sequence[tuple[Path, str]] = (),
+                 emulated: bool = False):
         self.name = name
+        # Under qemu-user, systemd-networkd (netlink), sysctl, sysusers and tmpfiles fail: the host
+        # configures host0 inside the container's network namespace with its own native ip(8).
+        self.emulated = emulated
         self.index = index
         self.base = base
         self.dir = work / name
@@ -374,6 +378,13 @@ class Machine:
             return False
         sh("ip", "addr", "replace", f"{self.host_ip}/24", "dev", self.ifname)
         sh("ip", "link", "set", self.ifname, "up")
+        if self.emulated:
+            pid = self.leader()
+            if pid is None:
+                return False
+            inside = ("nsenter", "-t", str(pid), "-n", "ip")
+            sh(*inside, "addr", "replace", f"{self.ip}/24", "dev", "host0")
+            sh(*inside, "link", "set", "host0", "up")
         return True
 
     def leader(self) -> int | None:
@@ -596,7 +607,8 @@ def card_path(work: Path, base: Path, wheels: Wheels, house: Path, arch: str, in
     """Provision a card, boot it, and check the running gateway from outside."""
     tag = f"card[{arch}]"
     name = f"gh-e2e-{arch}"
-    machine = Machine(f"hge2e-{arch}"[:12], index, base, work)
+    emulated = arch != native_arch()
+    machine = Machine(f"hge2e-{arch}"[:12], index, base, work, emulated=emulated)
     inventory = Inventory(work / f"inventory-card-{arch}", work / "ssh" / "id_ed25519")
     inventory.hosts[name] = host_entry(name, machine, ssh_pub)
     inventory.write()
@@ -612,7 +624,7 @@ def card_path(work: Path, base: Path, wheels: Wheels, house: Path, arch: str, in
         boot_started = time.monotonic()
         machine.boot()
         try:
-            wait_for(f"{tag} gateway healthy from outside", machine.healthy, 1800 if arch != "amd64" else 600, 2)
+            wait_for(f"{tag} gateway healthy from outside", machine.healthy, 1800 if emulated else 600, 2)
         except TimeoutError as exc:
             REPORT.check(f"{tag}: first boot reaches a healthy gateway", False, str(exc))
             print(machine.run("cat", "/var/log/cloud-init-output.log", check=False).stdout[-6000:])
@@ -631,7 +643,14 @@ def card_path(work: Path, base: Path, wheels: Wheels, house: Path, arch: str, in
         active = machine.run("systemctl", "is-active", "hydro-gateway", check=False).stdout.strip()
         REPORT.check(f"{tag}: systemctl is-active hydro-gateway", active == "active", active)
         failed = machine.run("systemctl", "--failed", "--no-legend", "--plain", check=False).stdout.strip()
-        REPORT.check(f"{tag}: no failed units", not failed, failed.replace("\n", "; "))
+        if emulated:
+            # Not the gateway's: these need syscalls/netlink that qemu-user does not emulate.
+            units = [line.split()[0] for line in failed.splitlines() if line.strip()]
+            REPORT.check(f"{tag}: hydro-gateway not among the failed units", "hydro-gateway.service" not in units)
+            if units:
+                REPORT.note(f"{tag}: failed under qemu-user emulation (not on a real Pi): {', '.join(units)}")
+        else:
+            REPORT.check(f"{tag}: no failed units", not failed, failed.replace("\n", "; "))
         machine_arch = machine.run("uname", "-m").stdout.strip()
         REPORT.check(f"{tag}: gateway runs on {machine_arch}", True,
                      f"hydro-gateway {machine.installed_version()} in /opt/hydro-gateway/venv")
@@ -835,6 +854,11 @@ def fleet_path(work: Path, base: Path, wheels: Wheels, house: Path, ssh_key: Pat
 
 
 # --------------------------------------------------------------------------------------------------
+
+
+def native_arch() -> str:
+    """The host's Debian architecture name."""
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
 def binfmt_arm64() -> str | None:
