@@ -141,7 +141,8 @@ def test_an_unhealthy_release_is_rolled_back_to_the_previous_one(
     assert installed_version(root) == "0.1.0"
     assert (root / "opt/hydro-gateway/release").read_text() == f"{fleet.wheel.name}\n"
     # Both wheels stay on the host: the next rollout (or another rollback) needs no download.
-    assert sorted(p.name for p in (root / "opt/hydro-gateway/wheels").glob("*.whl")) == sorted([fleet.wheel.name, bad.name])
+    wheels = sorted(p.name for p in (root / "opt/hydro-gateway/wheels").glob("*.whl"))
+    assert wheels == sorted([fleet.wheel.name, bad.name])
 
 
 def test_example_placeholders_are_never_deployed(fleet: Fleet) -> None:
