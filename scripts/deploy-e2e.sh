@@ -2,7 +2,7 @@
 # End-to-end deployment check on really booted systemd Debian (docs/deploy.md, "End-to-end check"):
 # the SD card path (provision -> boot -> first boot -> checks from outside), the Ansible fleet path
 # (install, changed=0 rerun, rolling update, broken release rolled back) and the arm64 boot under
-# qemu-user-static. Needs root; takes 10-20 minutes (the root file systems are cached in
+# qemu-user-static. Needs root; takes ≈ 8 minutes once the root file systems are cached (in
 # /var/cache/hydro-deploy-e2e). Not part of scripts/test.sh; CI runs it with HYDRO_DEPLOY_E2E=1.
 # Usage: sudo scripts/deploy-e2e.sh [--only card|fleet|arm64 ...] [--no-arm64] [--fleet-size N]
 set -euo pipefail
