@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.sim.history import write_history
 from gateway.sim.nodes import SimNode, SimNodeSpec
 from gateway.sim.tank import Fault, TankSim
 
@@ -187,9 +188,11 @@ class ZoneSim:
 class DemoSimulation:
     """The simulated greenhouse attached to a running gateway; also the fault-injection surface."""
 
-    def __init__(self, gateway: Gateway, telemetry_s: float = 2.0) -> None:
+    def __init__(self, gateway: Gateway, telemetry_s: float = 2.0, history_days: float = 7.0) -> None:
         self.gateway = gateway
         self.telemetry_s = telemetry_s
+        self.history_days = history_days
+        self.simulated_until: float | None = None  # end of the simulated past written at start, if any
         self.zones = {uid: ZoneSim(uid, short, seed=i) for i, (uid, _n, short, _p, _a) in enumerate(_ZONES)}
         self.nodes: list[SimNode] = []
 
@@ -216,6 +219,12 @@ class DemoSimulation:
         gw = self.gateway
         uri = f"mqtt://127.0.0.1:{gw.broker.port}"
         gh = gw.settings.gateway.greenhouse_uid
+        if self.history_days > 0:
+            # Before any node publishes, so the aggregator sees the past as one batch, oldest first.
+            zones = [(z.zone_uid, z.short) for z in self.zones.values()]
+            self.simulated_until = await write_history(gw, zones, self.history_days)
+            if self.simulated_until is None:
+                self.simulated_until = await gw.db.get_state("demo_simulated_until")
         for zone in self.zones.values():
             s = zone.short
             readings = zone.tank.readings
@@ -278,9 +287,9 @@ class DemoSimulation:
             await asyncio.sleep(dt)
 
 
-def attach_simulation(gateway: Gateway, telemetry_s: float = 2.0) -> DemoSimulation:
+def attach_simulation(gateway: Gateway, telemetry_s: float = 2.0, history_days: float = 7.0) -> DemoSimulation:
     """Run the simulated greenhouse under the gateway's supervision and expose its fault API."""
-    sim = DemoSimulation(gateway, telemetry_s)
+    sim = DemoSimulation(gateway, telemetry_s, history_days)
     gateway.simulation = sim
     gateway.add_service("greenhouse_sim", sim.run)
     return sim

@@ -83,7 +83,7 @@ async def api_water(request: web.Request) -> web.Response:
 async def form_reset(request: web.Request) -> web.Response:
     """The "Reset safety lock" button: POST form, then back to the page it came from."""
     form = await request.post()
-    who = _form_admin(request, form)
+    who = form_admin(request, form, safe_next(form.get("next")))
     try:
         codes = await reset_safety(gw(request), request.match_info["zone"], who.by)
     except ActionError as exc:
@@ -95,8 +95,8 @@ async def form_reset(request: web.Request) -> web.Response:
 async def form_water(request: web.Request) -> web.Response:
     """The water-change buttons of the zone page."""
     form = await request.post()
-    who = _form_admin(request, form)
     zone_uid, action = request.match_info["zone"], request.match_info["action"]
+    who = form_admin(request, form, safe_next(form.get("next"), f"/zones/{zone_uid}"))
     try:
         await water_action(gw(request), zone_uid, action, who.by)
     except ActionError as exc:
@@ -107,13 +107,31 @@ async def form_water(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(safe_next(form.get("next"), f"/zones/{zone_uid}"))
 
 
-def _form_admin(request: web.Request, form: Any) -> Principal:
+LOGIN_EXPIRED = "expired"
+
+
+def form_admin(request: web.Request, form: Any, back: str) -> Principal:
+    """The admin behind a posted form; without a live login, back to the page with the action NOT done.
+
+    A login that expired while the page was open must not lose the operator on the login page nor leave
+    them guessing: the page says the action was not performed (``?login=expired``) and offers the login.
+    """
     try:
         return require_admin(request, form)
     except web.HTTPUnauthorized:
-        # Not logged in: go to the login page and come back to where the button was.
-        target = safe_next(form.get("next"))
-        raise web.HTTPSeeOther(f"/login?next={quote(target)}") from None
+        raise web.HTTPSeeOther(with_query(back, "login", LOGIN_EXPIRED)) from None
+
+
+def with_query(path: str, key: str, value: str) -> str:
+    """``path`` with ``key=value`` added to its query (any earlier value of ``key`` dropped)."""
+    base, _, query = path.partition("?")
+    kept = [part for part in query.split("&") if part and not part.startswith(f"{key}=")]
+    return f"{base}?{'&'.join([*kept, f'{quote(key)}={quote(value)}'])}"
+
+
+def set_flash(who: Principal, message: str) -> None:
+    """A one-time message for the next page this admin's browser loads."""
+    _flash(who, message)
 
 
 def _flash(who: Principal, message: str) -> None:

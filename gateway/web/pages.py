@@ -9,13 +9,20 @@ from aiohttp import web
 
 from gateway.metric_types import CANONICAL_METRICS
 from gateway.web import views
+from gateway.web.actions import LOGIN_EXPIRED
 from gateway.web.api import series_for
 from gateway.web.auth import authenticate, current_session
 from gateway.web.context import gw, state
+from gateway.web.manual import manual_controls, water_actions_valid
+from gateway.web.plan_view import targets_now
 from gateway.web.series import DECIMALS, LABELS, RANGES, ZONE_CHARTS
 from gateway.web.svg import chart_svg
 
 REFRESH_MS = 5000
+EXPIRED_MESSAGE = (
+    "Not done: your login has expired (or you were not logged in), so the action was NOT performed."
+    " Log in and try again."
+)
 
 
 def render(request: web.Request, template: str, *, title: str, api: str | None, **context: Any) -> web.Response:
@@ -27,6 +34,8 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
     if session is not None:
         flash, session.flash = session.flash, None
     csrf = session.csrf_token if session is not None else ""
+    if session is None and request.query.get("login") == LOGIN_EXPIRED:
+        flash = EXPIRED_MESSAGE
     ui_config = {
         "api": api,
         "refreshMs": REFRESH_MS,
@@ -34,6 +43,7 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
         "decimals": {m.value: d for m, d in DECIMALS.items()},
         "csrf": csrf,
         "path": request.path_qs,
+        "admin": session is not None,
     }
     html = st.templates.get_template(template).render(
         title=title,
@@ -45,6 +55,7 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
         nav_zones=_nav_zones(request),
         ui_config=ui_config,
         login_enabled=bool(g.settings.web.admin_token),
+        simulated_until=getattr(g.simulation, "simulated_until", None),
         **context,
     )
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
@@ -88,14 +99,17 @@ async def zone_page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"unknown zone {zone_uid}")
     rng = RANGES.get(request.query.get("range", "24h"), RANGES["24h"])
     charts = []
+    targets = data["plan"]["targets"]
     for metric in ZONE_CHARTS:
         series = await series_for(request, metric.value, rng.key)
+        target = targets.get(metric.value)
         charts.append(
             {
                 "metric": metric.value,
                 "label": LABELS[metric],
                 "unit": series.unit,
-                "svg": chart_svg(series, g.settings.gateway.timezone),
+                "svg": chart_svg(series, g.settings.gateway.timezone, target),
+                "target": target,
                 "src": f"/zones/{zone_uid}/charts/{metric.value}.svg?range={rng.key}",
             }
         )
@@ -109,6 +123,8 @@ async def zone_page(request: web.Request) -> web.Response:
         range=rng,
         ranges=list(RANGES.values()),
         water_actions=data["zone"]["water"] is not None,
+        water_valid=water_actions_valid((data["zone"]["water"] or {}).get("phase")),
+        manual=manual_controls(g, data["zone"]),
     )
 
 
@@ -119,7 +135,9 @@ async def chart_image(request: web.Request) -> web.Response:
     if metric not in CANONICAL_METRICS:
         raise web.HTTPNotFound(text="unknown metric")
     series = await series_for(request, metric)
-    svg = chart_svg(series, gw(request).settings.gateway.timezone)
+    g = gw(request)
+    target = targets_now(g, request.match_info["zone"], g.clock.time()).get(metric)
+    svg = chart_svg(series, g.settings.gateway.timezone, target)
     return web.Response(text=svg, content_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.web import actions, api, commands_api, ingest_api, login, metrics_api, pages
+from gateway.web import actions, api, commands_api, ingest_api, login, manual, metrics_api, pages
 from gateway.web.context import STATE_KEY, WebState
 from gateway.web.ingest_api import MAX_INGEST_BODY
 from gateway.web.ratelimit import FailureLimiter
@@ -57,7 +57,7 @@ def build_app(gateway: Gateway) -> web.Application:
         limiter=FailureLimiter(gateway.clock.monotonic, on_lockout=lambda _key: gateway.metrics.web_lockouts.inc()),
         templates=templates,
     )
-    for module in (api, ingest_api, commands_api, actions, metrics_api, pages, login):
+    for module in (api, ingest_api, commands_api, actions, manual, metrics_api, pages, login):
         module.add_routes(app)
     static = app.router.add_static("/static", _static_dir(), name="static", append_version=True)
 

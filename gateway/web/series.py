@@ -66,6 +66,7 @@ class ChartRange:
 
 
 RANGES: dict[str, ChartRange] = {
+    "1h": ChartRange("1h", 3600, 60, "last hour", "telemetry_agg_1m"),
     "24h": ChartRange("24h", 24 * 3600, 300, "last 24 hours", "telemetry_agg_1m"),
     "7d": ChartRange("7d", 7 * 24 * 3600, 3600, "last 7 days", "telemetry_agg_1h"),
 }

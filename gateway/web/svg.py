@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
@@ -19,8 +20,11 @@ WIDTH, HEIGHT = 420, 190
 LEFT, RIGHT, TOP, BOTTOM = 54, 10, 12, 26
 
 
-def chart_svg(series: ChartSeries, tz: str = "UTC") -> str:
-    """The whole <svg> element for a series (an empty range gets a 'no data' note)."""
+def chart_svg(series: ChartSeries, tz: str = "UTC", target: Mapping[str, float] | None = None) -> str:
+    """The whole <svg> element for a series (an empty range gets a 'no data' note).
+
+    ``target`` ({"low", "high"}) is drawn as a green band behind the data, the range the reading should keep to.
+    """
     title = f"{LABELS[series.metric]} ({series.unit}), {series.range.label}"
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%"'
@@ -37,7 +41,9 @@ def chart_svg(series: ChartSeries, tz: str = "UTC") -> str:
         )
         body.append("</svg>")
         return "".join(body)
-    lo, hi, step = _y_bounds(series)
+    lo, hi, step = _y_bounds(series, target)
+    if target is not None:
+        body.append(_target_band(target, lo, hi))
     body.extend(_y_axis(lo, hi, step))
     for run in _runs(series.points, series.range.bucket_s):
         body.append(_band(run, series, lo, hi))
@@ -55,11 +61,24 @@ def _y(v: float, lo: float, hi: float) -> float:
     return TOP + (hi - v) / (hi - lo) * (HEIGHT - TOP - BOTTOM)
 
 
-def _y_bounds(series: ChartSeries) -> tuple[float, float, float]:
+def _target_band(target: Mapping[str, float], lo: float, hi: float) -> str:
+    top = _y(min(target["high"], hi), lo, hi)
+    bottom = _y(max(target["low"], lo), lo, hi)
+    return (
+        f'<rect class="target" x="{LEFT}" y="{top:.1f}" width="{WIDTH - LEFT - RIGHT}"'
+        f' height="{max(bottom - top, 0):.1f}"'
+        f' fill="#bbf7d0" fill-opacity="0.6" data-low="{target["low"]:g}" data-high="{target["high"]:g}"/>'
+    )
+
+
+def _y_bounds(series: ChartSeries, target: Mapping[str, float] | None = None) -> tuple[float, float, float]:
     """Axis bounds on round tick values (1/2/5 × 10^k), never beyond what the metric can physically be."""
     points = series.points
     lo = min(p.min for p in points)
     hi = max(p.max for p in points)
+    if target is not None and target["high"] - target["low"] < 50 * max(hi - lo, 1e-9):
+        # The target band stays in view unless it would squash the data to a flat line.
+        lo, hi = min(lo, target["low"]), max(hi, target["high"])
     if hi - lo < 1e-9:
         lo, hi = lo - max(abs(lo) * 0.02, 0.1), hi + max(abs(hi) * 0.02, 0.1)
     step = _nice_step((hi - lo) / 3)
@@ -121,10 +140,14 @@ def _y_axis(lo: float, hi: float, step: float) -> list[str]:
 def _x_axis(series: ChartSeries, tz: str) -> list[str]:
     zone = ZoneInfo(tz)
     daily = series.range.span_s > 2 * 86400
-    step = timedelta(days=1) if daily else timedelta(hours=6)
+    hourly = series.range.span_s <= 2 * 3600
+    step = timedelta(days=1) if daily else timedelta(minutes=15) if hourly else timedelta(hours=6)
     start = datetime.fromtimestamp(series.start, zone)
     tick = start.replace(minute=0, second=0, microsecond=0)
-    tick = tick.replace(hour=0) if daily else tick.replace(hour=tick.hour - tick.hour % 6)
+    if daily:
+        tick = tick.replace(hour=0)
+    elif not hourly:
+        tick = tick.replace(hour=tick.hour - tick.hour % 6)
     out = [f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM}" stroke="#9ca3af"/>']
     while tick.timestamp() <= series.end:
         t = tick.timestamp()

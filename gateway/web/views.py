@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.metric_types import CANONICAL_METRICS, Metric
 from gateway.safety.interlock import CRITICAL_ALERT_CODES
+from gateway.web.events_text import event_sentence
+from gateway.web.plan_view import CHANGE_PHASES, reading_state, targets_now, zone_plan
 from gateway.web.series import LABELS, UNITS
 from gateway.web.services import safety_of, sync_of, water_of
 
@@ -84,13 +86,18 @@ async def zone_summaries(
         pumps = list(safety.get("pumps") or [])
         water = water_states.get(uid)
         lock_codes = sorted({c for p in pumps for c in p.get("lock_codes") or []} | set(critical))
+        targets = targets_now(g, uid, now)
+        zone_readings = [
+            {**r, "target": (t := targets.get(r["metric"])), "state": reading_state(r["value"], t, r["stale"])}
+            for r in readings.get(int(z["id"]), [])
+        ]
         out.append(
             {
                 "uid": uid,
                 "name": str(z["name"] or uid),
                 "water": water,
                 "pumps": pumps,
-                "readings": readings.get(int(z["id"]), []),
+                "readings": zone_readings,
                 "alerts": {"active": len(zone_alerts), "critical": len([a for a in zone_alerts if _critical(a)])},
                 "locked": bool(lock_codes) or any(p.get("locked") for p in pumps),
                 "lock_codes": lock_codes,
@@ -112,12 +119,15 @@ async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
         f"SELECT * FROM zone_events WHERE zone_id=? AND type IN ({placeholders}) ORDER BY id DESC LIMIT 20",
         (zone_id, *WATER_HISTORY_TYPES),
     )
+    tz = g.settings.gateway.timezone
+    events = await g.alerts.events(zone_id, limit=30)
     return {
         "now": now,
         "zone": summary,
+        "plan": zone_plan(g, zone_uid, now, summary["water"]),
         "alerts": {"active": active},
-        "water_changes": [_event(r) for r in history],
-        "events": await g.alerts.events(zone_id, limit=30),
+        "water_changes": [_with_text(_event(r), tz) for r in history],
+        "events": [_with_text(e, tz) for e in events],
         "commands": await recent_commands(g, zone_id, limit=20),
     }
 
@@ -252,7 +262,10 @@ def _water_states(g: Gateway) -> dict[str, dict[str, Any]]:
 
 def _water_view(d: dict[str, Any]) -> dict[str, Any]:
     """The water machine's persisted state in the API's words (0.0 start times mean never)."""
+    changing = d.get("phase") in CHANGE_PHASES
     return {
+        # During a change the old solution is being replaced: its age means nothing until the new one is made.
+        "changing": changing,
         "phase": d.get("phase"),
         "phase_started_at": d.get("phase_started_at_wall") or None,
         "solution_started_at": d.get("solution_started_at") or None,
@@ -295,3 +308,8 @@ async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, 
 
 def _event(row: Any) -> dict[str, Any]:
     return {**dict(row), "details": json.loads(row["details"])}
+
+
+def _with_text(event: dict[str, Any], tz: str) -> dict[str, Any]:
+    """The event with a sentence for people (local times, no key=value)."""
+    return {**event, "text": event_sentence(str(event.get("type")), event.get("details") or {}, tz)}

@@ -69,10 +69,19 @@
     return h("form", { method: "post", action: `/zones/${zoneUid}/safety/reset`, class: "inline reset" },
       h("input", { type: "hidden", name: "csrf_token", value: cfg.csrf }),
       h("input", { type: "hidden", name: "next", value: cfg.path }),
-      h("button", { type: "submit", class: "danger" }, "Reset safety lock"));
+      h("button", cfg.admin ? { type: "submit", class: "danger" }
+        : { type: "submit", class: "danger", disabled: "", title: "Needs the admin login" }, "Reset safety lock"));
   }
 
   // ---- sections ---------------------------------------------------------------------------
+  function targetCell(r) {
+    if (!r.target) return "—";
+    const range = `${fmt.value(r.target.low, r.metric)}–${fmt.value(r.target.high, r.metric)}`;
+    if (r.state === "low" || r.state === "high") return [range, " ", badge("crit", r.state === "low" ? "too low" : "too high")];
+    if (r.state === "ok") return [range, " ", badge("ok", "in range")];
+    return range;
+  }
+
   function zoneCard(z, now) {
     const n = z.alerts.active;
     const w = z.water;
@@ -84,7 +93,8 @@
       w ? [
         h("p", { class: "water" }, "Water: ", h("strong", {}, w.phase),
           w.phase_started_at ? ` · for ${fmt.age(now - w.phase_started_at)}` : null,
-          w.solution_started_at ? ` · solution ${fmt.age(now - w.solution_started_at)} old` : null),
+          w.changing ? " · solution being replaced"
+            : (w.solution_started_at ? ` · solution ${fmt.age(now - w.solution_started_at)} old` : null)),
         w.last_error ? h("p", { class: "error" }, `Last error: ${w.last_error}`) : null,
       ] : h("p", { class: "water muted" }, "Water cycle: no data"),
       z.pumps.length ? h("table", { class: "pumps" },
@@ -97,10 +107,13 @@
         h("td", {}, `${fmt.onoff(p.desired_on)} / ${fmt.onoff(p.relay_on)}`),
         h("td", {}, h("span", { class: "m" }, `${fmt.num(p.current_a, 2)} A`), " ",
           p.flow_l_min === null || p.flow_l_min === undefined ? null : h("span", { class: "m" }, `${fmt.num(p.flow_l_min, 1)} L/min`)))))) : null,
-      z.readings.length ? h("table", { class: "readings" }, h("tbody", {}, z.readings.map((r) =>
-        h("tr", { class: r.stale ? "stale" : "", "data-metric": r.metric },
+      z.readings.length ? h("table", { class: "readings" },
+        h("thead", {}, h("tr", {}, ["Reading", "Value", "Target", "Age"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, z.readings.map((r) =>
+        h("tr", { class: `st-${r.state}${r.stale ? " stale" : ""}`, "data-metric": r.metric, "data-state": r.state },
           h("th", { scope: "row" }, r.label, " ", muted(r.node_uid)),
           h("td", { class: "value" }, `${fmt.value(r.value, r.metric)} ${r.unit}`),
+          h("td", { class: "target" }, targetCell(r)),
           h("td", { class: "age" }, `${fmt.age(r.age_s)} ago`, r.stale ? [" ", badge("warn", "stale")] : null)))))
         : h("p", { class: "muted" }, "No readings yet."),
       z.locked ? [h("p", { class: "lock-codes" }, `Locked by: ${z.lock_codes.join(", ")}`), resetForm(z.uid)] : null);
@@ -194,8 +207,9 @@
     },
     events(events, data, el) {
       if (!events.length) return empty(el.dataset.empty || "No events yet.");
-      return [table("events cards", ["When", "Event", "Details"], events.map((e) => ({
-        cells: [["When", fmt.when(e.created_at)], ["Event", e.type], ["Details", fmt.details(e.details)]],
+      return [table("events cards", ["When", "What happened"], events.map((e) => ({
+        attrs: { "data-type": e.type },
+        cells: [["When", fmt.when(e.created_at)], ["What", e.text]],
       })))];
     },
   };
@@ -218,8 +232,25 @@
       const render = renderers[el.dataset.live];
       if (render) el.replaceChildren(...render(pick(data, el.dataset.path), data, el));
     }
+    updateWaterButtons(data);
     document.body.dataset.refreshed = String((Number(document.body.dataset.refreshed) || 0) + 1);
   }
+
+  // The water-change buttons follow the machine's phase: only the action valid now is enabled (admins only).
+  function updateWaterButtons(data) {
+    const phase = data && data.zone && data.zone.water ? data.zone.water.phase : null;
+    for (const btn of document.querySelectorAll("button[data-valid-in]")) {
+      btn.disabled = !cfg.admin || !btn.dataset.validIn.split(",").includes(phase);
+    }
+  }
+
+  // Draining a tank or starting a pump by hand asks first, saying what will happen ({field} = the form's value).
+  document.addEventListener("submit", (ev) => {
+    const form = ev.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.confirm) return;
+    const text = form.dataset.confirm.replace(/\{(\w+)\}/g, (_, name) => (form.elements[name] ? form.elements[name].value : "?"));
+    if (!window.confirm(text)) ev.preventDefault();
+  });
 
   async function refreshCharts() {
     for (const fig of document.querySelectorAll("[data-chart]")) {
