@@ -36,6 +36,24 @@ ROLE_WORDS = {
 CHANGE_PHASES = ("WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL", "WATER_CHANGE_STABILIZE")
 
 
+REASON_WORDS = {
+    "locked": "the pump is locked by the safety loop ({0}); fix the cause, then reset the safety lock",
+    "alert": "a critical alert is active in this zone ({0})",
+    "watchdog_tripped": "the relay watchdog has tripped",
+    "level_unavailable": "the water level is unknown or stale",
+    "dry_run": "the water level is below the dry-run limit",
+    "too_many_failures": "the pump failed too often recently",
+    "sensor_unavailable": "a sensor the pump needs is unavailable ({0})",
+}
+
+
+def explain_refusal(reason: str) -> str:
+    """The interlock's reason code in words, with the code itself kept for the technician."""
+    head, _, arg = reason.partition(":")
+    words = REASON_WORDS.get(head)
+    return f"{words.format(arg)} [{reason}]" if words else reason
+
+
 def water_actions_valid(phase: str | None) -> dict[str, bool]:
     """Which water-change buttons make sense in this phase of the water machine."""
     return {
@@ -146,7 +164,7 @@ async def form_manual(request: web.Request) -> web.Response:
         record = await g.commands.submit(zone_uid, channel, cmd, params, node_uid=node_uid, source="web")
     except CommandRefused as exc:
         log.info("manual %s in zone %s by %s refused: %s", words, zone_uid, who.by, exc.reason)
-        set_flash(who, f"Refused by the safety interlock: manual {words} not done — {exc.reason}.")
+        set_flash(who, f"Refused by the safety interlock: manual {words} not done — {explain_refusal(exc.reason)}.")
     else:
         log.info("manual %s in zone %s by %s: %s", words, zone_uid, who.by, record["status"])
         set_flash(who, f"Manual {words} sent (command {record['cmd_id'][:8]}, {record['status']}).")

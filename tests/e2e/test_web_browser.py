@@ -138,7 +138,8 @@ async def test_zone_page_charts_the_last_day_and_week(demo_settings, browser):
         await expect(page).to_have_url(re.compile(r"range=7d$"))
         week = page.locator("figure[data-metric=ph] svg")
         await expect(week).to_have_attribute("aria-label", "pH (pH), last 7 days")
-        assert 24 <= int(await week.get_attribute("data-points") or 0) <= 26
+        # Hourly points: the day ingested here on top of the demo's simulated week (one per hour, 7 days).
+        assert 160 <= int(await week.get_attribute("data-points") or 0) <= 170
         await screenshot(page, "zone-7d-desktop")
 
         phone = await new_page(browser, PHONE, errors)
@@ -173,8 +174,9 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
             assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
             await screenshot(phone, name)
 
-        # Not logged in: the button leads to the login page, and a wrong password does not get through.
-        await lock.get_by_role("button", name="Reset safety lock").click()
+        # Not logged in: the button is disabled; the login link leads back here, a wrong password does not get through.
+        await expect(lock.get_by_role("button", name="Reset safety lock")).to_be_disabled()
+        await page.get_by_role("link", name="Log in").click()
         await expect(page).to_have_url(re.compile(r"/login\?next=/alerts$"))
         await page.get_by_label("User").fill("admin")
         await page.get_by_label("Password (admin token)").fill("not-the-token")

@@ -48,7 +48,7 @@ async def test_overview_has_zones_readings_with_age_and_marks_stale_ones(make_se
 
         await eventually(stale, timeout=5)
         page = await c.get("/")
-        assert 'class="stale"' in page.text and "stale</span>" in page.text
+        assert 'data-state="stale"' in page.text and "stale</span>" in page.text
 
 
 async def test_chart_buckets_min_max_avg_over_24h_and_7d(make_settings, client, nodes):

@@ -99,10 +99,16 @@ async def test_login_session_and_csrf_guard_actions(make_settings, client):
         assert (await c.post("/api/zones/zone-a/safety/reset", headers={"X-CSRF-Token": csrf})).status == 401
 
 
-async def test_form_action_without_login_goes_to_login_and_back(make_settings, client):
+async def test_form_action_without_login_returns_to_the_page_with_the_action_not_done(make_settings, client):
     async with run_gateway(make_settings()) as gw, client(gw) as c:
         resp = await c.post("/zones/zone-a/safety/reset", data={"csrf_token": "", "next": "/alerts"})
-        assert resp.status == 303 and resp.headers["Location"] == "/login?next=/alerts"
+        assert resp.status == 303 and resp.headers["Location"] == "/alerts?login=expired"
+        back = await c.get("/alerts?login=expired")
+        assert "the action was NOT performed" in back.text
+        form = {"channel": "x", "action": "stop", "next": "/zones/zone-a?range=7d"}
+        manual = await c.post("/zones/zone-a/manual", data=form)
+        assert manual.status == 303 and manual.headers["Location"] == "/zones/zone-a?range=7d&login=expired"
+        assert await gw.db.fetchone("SELECT 1 FROM commands") is None
         # A login never redirects to another site.
         away = await c.login(next_="//evil.example/x")
         assert away.status == 303 and away.headers["Location"] == "/"
