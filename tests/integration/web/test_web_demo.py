@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator
 
 from gateway.sim.demo import DEMO_ADMIN_TOKEN
 from tests.conftest import eventually, run_gateway
+
+DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana-dashboard.json"
 
 BEARER = {"Authorization": f"Bearer {DEMO_ADMIN_TOKEN}"}
 
@@ -109,3 +113,40 @@ def _value(text: str, series: str) -> float:
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     assert match, f"{series} not exported"
     return float(match.group(1))
+
+
+async def test_metrics_carry_sensor_values_ages_targets_and_pumps(demo_settings, client):
+    async with run_gateway(demo_settings, simulate=True) as gw, client(gw) as c:
+        await eventually(lambda: _all_zones_have_readings(c), timeout=15)
+        text = (await c.get("/metrics")).text
+        ph = _value(text, 'hydro_sensor_ph{channel="",node="nd-a-ph",zone="zone-a"}')
+        assert 5.0 < ph < 7.5
+        assert _value(text, 'hydro_sensor_water_level_percent{channel="",node="nd-a-water",zone="zone-a"}') > 50
+        air = 'hydro_sensor_air_temperature_celsius{channel="",node="nd-b-climate",zone="zone-b"}'
+        assert 15 < _value(text, air) < 35
+        assert 0 <= _value(text, 'hydro_sensor_age_seconds{channel="",metric="ph",node="nd-a-ph",zone="zone-a"}') < 30
+        assert _value(text, 'hydro_target_min{metric="ph",zone="zone-a"}') == 5.8
+        assert _value(text, 'hydro_target_max{metric="ec",zone="zone-b"}') == 1.6
+        pump = 'channel="a-recirc",node="",role="recirc",zone="zone-a"'
+        assert _value(text, f"hydro_pump_locked{{{pump}}}") == 0
+        assert _value(text, f"hydro_pump_on{{{pump}}}") in (0, 1)
+        assert _value(text, f"hydro_pump_current_amperes{{{pump}}}") >= 0
+        assert "# TYPE hydro_sensor_ph gauge" in text
+        # Every series the shipped Grafana dashboard queries is one the gateway exports.
+        dashboard = json.loads(DASHBOARD.read_text())
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        queried = {n for e in exprs for n in re.findall(r"\bhydro_[a-z0-9_]+", e)}
+        types = re.findall(r"^# TYPE (hydro_[a-z0-9_]+) (\w+)", text, re.MULTILINE)
+        # (older prometheus_client versions drop the _total of a counter's TYPE line)
+        exported = {n for name, kind in types for n in (name, name + "_total" if kind == "counter" else name)}
+        assert len(queried) >= 10 and queried <= exported, queried - exported
+
+        # A stuck drain relay: the lock shows on the pump's series.
+        gw.simulation.inject("zone-a", "stuck_relay", "drain")
+        drain = 'hydro_pump_locked{channel="a-drain",node="",role="drain",zone="zone-a"} 1.0'
+        await eventually(lambda: _contains(c, drain), timeout=15)
+        gw.simulation.clear("zone-a", "stuck_relay", "drain")
+
+
+async def _contains(c, line: str) -> bool:
+    return line in (await c.get("/metrics")).text
