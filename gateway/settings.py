@@ -409,12 +409,67 @@ def _resolve_secrets(settings: Settings) -> Settings:
             if ref.node_uid is not None and ref.node_uid not in node_uids:
                 problems.append(f"zones.{i}.actuators.{role}.node_uid: unknown node {ref.node_uid!r} ({src})")
     problems.extend(_automation_problems(settings, src))
+    problems.extend(hardware_problems(settings, src))
     for i, dev in enumerate(settings.hardware.ina209):
         if dev.channel not in relay_names:
             problems.append(f"hardware.ina209.{i}.channel: no hardware relay named {dev.channel!r} ({src})")
     if problems:
         raise SettingsError(problems)
     return settings.model_copy(update={"web": web, "upstream": upstream, "broker": broker})
+
+
+def _pin_key(pin: int | str) -> str:
+    """One spelling per GPIO: 17, "17", "GPIO17" and "BCM17" are the same pin (BOARD numbers stay apart)."""
+    text = str(pin).strip().upper()
+    for prefix in ("GPIO", "BCM"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return str(int(text[len(prefix):]))
+    return str(int(text)) if text.isdigit() else text
+
+
+def hardware_problems(settings: Settings, src: str) -> list[str]:
+    """Cross-field mistakes a technician makes wiring the config: pins used twice, inconsistent current limits."""
+    hw, safety = settings.hardware, settings.safety
+    problems = []
+    used: dict[str, str] = {}
+    names: dict[str, int] = {}
+    for i, relay in enumerate(hw.relays):
+        key = _pin_key(relay.pin)
+        if key in used:
+            problems.append(
+                f"hardware.relays.{i}.pin: GPIO {key} of relay {relay.name!r} is already {used[key]}"
+                " (two relays on one pin switch together)"
+            )
+        else:
+            used[key] = f"hardware.relays.{i}.pin (relay {relay.name!r})"
+        if relay.name in names:
+            first = names[relay.name]
+            problems.append(f"hardware.relays.{i}.name: {relay.name!r} is also hardware.relays.{first}.name")
+        names.setdefault(relay.name, i)
+    beat = hw.watchdog.heartbeat_pin
+    if beat is not None and _pin_key(beat) in used:
+        problems.append(
+            f"hardware.watchdog.heartbeat_pin: GPIO {_pin_key(beat)} is also {used[_pin_key(beat)]}"
+            " (the heartbeat would toggle a pump)"
+        )
+    if safety.overcurrent_a <= safety.idle_current_a:
+        problems.append(
+            f"safety.overcurrent_a: {safety.overcurrent_a} A must be above safety.idle_current_a"
+            f" ({safety.idle_current_a} A), or every running pump trips"
+        )
+    for i, dev in enumerate(hw.ina209):
+        if dev.critical_amps > dev.max_expected_amps:
+            problems.append(
+                f"hardware.ina209.{i}.critical_amps: {dev.critical_amps} A is above"
+                f" hardware.ina209.{i}.max_expected_amps ({dev.max_expected_amps} A): the chip cannot measure up to"
+                " its own trip point"
+            )
+        if dev.warning_amps > dev.critical_amps:
+            problems.append(
+                f"hardware.ina209.{i}.warning_amps: {dev.warning_amps} A is above"
+                f" hardware.ina209.{i}.critical_amps ({dev.critical_amps} A)"
+            )
+    return [f"{p} ({src})" for p in problems]
 
 
 def _water_cycle_problems(zone: ZoneConfig, index: int, src: str) -> list[str]:
