@@ -42,6 +42,14 @@ class ZoneHistory:
     ec: tuple[float, float]
     samples: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
+    runs: list[tuple[Any, ...]] = field(default_factory=list)  # water_usage_logs rows: one per pump run
+
+    def run(self, role: str, on_at: float, off_at: float, flow_l_min: float) -> None:
+        """Record one finished pump run (the status page draws them as the activity strip)."""
+        minutes = (off_at - on_at) / 60
+        details = json.dumps({"simulated": True, "source": "nominal"})
+        self.runs.append((self.zone_id, f"{self.short}-{role}", round(flow_l_min * minutes, 2),
+                          int((off_at - on_at) * 1000), flow_l_min, details, on_at, off_at))
 
 
 def _event(z: ZoneHistory, kind: str, details: dict[str, Any], at: float) -> None:
@@ -57,6 +65,7 @@ def simulate_zone(z: ZoneHistory, start: float, end: float, tz: ZoneInfo, seed: 
     change_day = (datetime.fromtimestamp(end, tz) - timedelta(days=3)).date()
     change_at = datetime.combine(change_day, datetime.min.time(), tzinfo=tz).replace(hour=9).timestamp()
     phase = "recirc"  # recirc → drain → fill → recirc
+    phase_since = start
     change_started = 0.0
     next_dose_at = start
     t = start
@@ -65,14 +74,17 @@ def simulate_zone(z: ZoneHistory, start: float, end: float, tz: ZoneInfo, seed: 
         pumps = {"recirc": phase == "recirc", "drain": phase == "drain", "fill": phase == "fill"}
         doses: dict[str, float] = {}
         if phase == "recirc" and t >= change_at and change_started == 0.0:
-            phase, change_started = "drain", t
+            z.run("recirc", phase_since, t, 12.0)
+            phase, change_started, phase_since = "drain", t, t
             _event(z, "WATER_CHANGE_STARTED", {"trigger": "schedule", "water_level": round(tank.level_pct, 1),
                                                "ec": round(tank.ec, 2)}, t)
         elif phase == "drain" and tank.level_pct <= 10.0:
-            phase = "fill"
+            z.run("drain", phase_since, t, 10.0)
+            phase, phase_since = "fill", t
             _event(z, "WATER_CHANGE_PHASE", {"from": "WATER_CHANGE_DRAIN", "to": "WATER_CHANGE_FILL"}, t)
         elif phase == "fill" and tank.level_pct >= 85.0:
-            phase = "recirc"
+            z.run("fill", phase_since, t, 10.0)
+            phase, phase_since = "recirc", t
             # The fresh solution gets its nutrients at once (the operator's stock mix).
             doses["nutrient"] = ((z.ec[0] + z.ec[1]) / 2 - tank.ec) * 50.0 * tank.volume_l / 100
             _event(z, "WATER_CHANGE_COMPLETED", {"trigger": "schedule", "duration_s": t - change_started,
@@ -97,6 +109,8 @@ def simulate_zone(z: ZoneHistory, start: float, end: float, tz: ZoneInfo, seed: 
         if t >= next_sample:
             next_sample += SAMPLE_S
             _sample(z, tank, t, tz)
+    if phase == "recirc":
+        z.run("recirc", phase_since, end, 12.0)  # the live gateway takes the pump over from here
 
 
 def _sample(z: ZoneHistory, tank: TankSim, t: float, tz: ZoneInfo) -> None:
@@ -121,6 +135,11 @@ def _write(conn: sqlite3.Connection, zones: list[ZoneHistory]) -> int:
             z.samples,
         )
         conn.executemany("INSERT INTO zone_events(zone_id, type, details, created_at) VALUES (?,?,?,?)", z.events)
+        conn.executemany(
+            "INSERT INTO water_usage_logs(zone_id, pump_channel, volume_l, duration_ms, avg_flow_l_min, details,"
+            " started_at, finished_at) VALUES (?,?,?,?,?,?,?,?)",
+            z.runs,
+        )
         rows += len(z.samples)
     return rows
 

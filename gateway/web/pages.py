@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -16,9 +17,10 @@ from gateway.web.context import gw, state
 from gateway.web.manual import manual_controls, water_actions_valid
 from gateway.web.plan_view import targets_now
 from gateway.web.series import DECIMALS, LABELS, RANGES, ZONE_CHARTS
-from gateway.web.svg import chart_svg
+from gateway.web.svg import activity_svg, chart_svg
 
 REFRESH_MS = 5000
+RANGES_BY_SPAN = {r.span_s: r.label for r in RANGES.values()}
 EXPIRED_MESSAGE = (
     "Not done: your login has expired (or you were not logged in), so the action was NOT performed."
     " Log in and try again."
@@ -113,6 +115,7 @@ async def zone_page(request: web.Request) -> web.Response:
                 "src": f"/zones/{zone_uid}/charts/{metric.value}.svg?range={rng.key}",
             }
         )
+    activity = await activity_for(g, zone_uid, data["zone"], rng.span_s)
     return render(
         request,
         "zone.html",
@@ -125,7 +128,35 @@ async def zone_page(request: web.Request) -> web.Response:
         water_actions=data["zone"]["water"] is not None,
         water_valid=water_actions_valid((data["zone"]["water"] or {}).get("phase")),
         manual=manual_controls(g, data["zone"]),
+        activity=activity,
     )
+
+
+async def activity_for(g: Any, zone_uid: str, zone: dict[str, Any], span_s: int) -> str:
+    """The pump-activity strip of a zone over the chart range: finished runs, the runs going on now, doses."""
+    zone_id = g.registry.zone_id(zone_uid)
+    end = g.clock.time()
+    start = end - span_s
+    rows = await g.db.fetchall(
+        "SELECT pump_channel, started_at, finished_at FROM water_usage_logs"
+        " WHERE zone_id = ? AND finished_at >= ? ORDER BY started_at",
+        (zone_id, start),
+    )
+    runs = [(str(r[0]), float(r[1]), float(r[2])) for r in rows]
+    # A pump ON now has no finished run yet: draw it up to now.
+    runs += [(str(p["channel"]), end - 1.0, end) for p in zone.get("pumps") or [] if p.get("relay_on")]
+    events = await g.db.fetchall(
+        "SELECT details, created_at FROM zone_events WHERE zone_id = ? AND type = 'DOSE' AND created_at >= ?",
+        (zone_id, start),
+    )
+    doses = []
+    for e in events:
+        details = json.loads(e[0])
+        doses.append((str(details.get("reagent")), float(e[1]), float(details.get("ml") or 0.0)))
+    channels = [str(p["channel"]) for p in zone.get("pumps") or []]
+    channels += sorted({c for c, _, _ in runs} - set(channels))
+    label = f"Pump activity and doses, {RANGES_BY_SPAN.get(span_s, '')}".rstrip(", ")
+    return activity_svg(runs, doses, channels, start, end, g.settings.gateway.timezone, label)
 
 
 async def chart_image(request: web.Request) -> web.Response:

@@ -138,26 +138,86 @@ def _y_axis(lo: float, hi: float, step: float) -> list[str]:
 
 
 def _x_axis(series: ChartSeries, tz: str) -> list[str]:
+    return time_axis(series.start, series.end, tz, HEIGHT)
+
+
+def time_axis(t0: float, t1: float, tz: str, height: int) -> list[str]:
+    """Local-time ticks along the bottom of a drawing ``height`` high covering ``[t0, t1]``."""
     zone = ZoneInfo(tz)
-    daily = series.range.span_s > 2 * 86400
-    hourly = series.range.span_s <= 2 * 3600
+    span = t1 - t0
+    daily = span > 2 * 86400
+    hourly = span <= 2 * 3600
     step = timedelta(days=1) if daily else timedelta(minutes=15) if hourly else timedelta(hours=6)
-    start = datetime.fromtimestamp(series.start, zone)
+    start = datetime.fromtimestamp(t0, zone)
     tick = start.replace(minute=0, second=0, microsecond=0)
     if daily:
         tick = tick.replace(hour=0)
     elif not hourly:
         tick = tick.replace(hour=tick.hour - tick.hour % 6)
-    out = [f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{HEIGHT - BOTTOM}" y2="{HEIGHT - BOTTOM}" stroke="#9ca3af"/>']
-    while tick.timestamp() <= series.end:
+    out = [f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{height - BOTTOM}" y2="{height - BOTTOM}" stroke="#9ca3af"/>']
+    while tick.timestamp() <= t1:
         t = tick.timestamp()
-        if t >= series.start:
-            x = _x(t, series)
+        if t >= t0:
+            x = LEFT + (t - t0) / max(span, 1.0) * (WIDTH - LEFT - RIGHT)
             label = tick.strftime("%a") if daily else tick.strftime("%H:%M")
-            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" stroke="#f3f4f6"/>')
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{height - BOTTOM}" stroke="#f3f4f6"/>')
             out.append(
-                f'<text x="{x:.1f}" y="{HEIGHT - 7}" text-anchor="middle" font-size="15" fill="#374151">{label}</text>'
+                f'<text x="{x:.1f}" y="{height - 7}" text-anchor="middle" font-size="15" fill="#374151">{label}</text>'
             )
         # Aware datetime + timedelta is wall-clock arithmetic: ticks stay on local hours across DST.
         tick = (tick + step).astimezone(zone)
     return out
+
+
+# ---- pump activity strip ---------------------------------------------------------------------
+STRIP_ROW = 26  # a name line over a bar line per row
+STRIP_TOP = 4
+
+
+def activity_svg(
+    runs: list[tuple[str, float, float]],
+    doses: list[tuple[str, float, float]],
+    channels: list[str],
+    start: float,
+    end: float,
+    tz: str = "UTC",
+    label: str = "",
+) -> str:
+    """Pump ON periods (one row per channel) and doses (ticks on a last row) over ``[start, end]``.
+
+    ``runs`` are (channel, on_at, off_at); ``doses`` are (reagent, at, ml). Drawn on the charts' time axis.
+    """
+    rows = [*channels, "doses"]
+    height = STRIP_TOP + STRIP_ROW * len(rows) + BOTTOM
+    span = max(end - start, 1.0)
+
+    def x(t: float) -> float:
+        return LEFT + (min(max(t, start), end) - start) / span * (WIDTH - LEFT - RIGHT)
+
+    title = escape(label or "Pump activity")
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="activity" viewBox="0 0 {WIDTH} {height}" width="100%"'
+        f' role="img" aria-label="{title}" data-runs="{len(runs)}" data-doses="{len(doses)}">'
+        f"<title>{title}</title>"
+        f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>'
+    ]
+    for i, name in enumerate(rows):
+        y = STRIP_TOP + i * STRIP_ROW
+        out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y + STRIP_ROW - 1}" y2="{y + STRIP_ROW - 1}"'
+                   ' stroke="#f3f4f6"/>')
+        out.append(f'<text x="{LEFT}" y="{y + 11}" font-size="13" fill="#374151">{escape(name)}</text>')
+    for channel, on_at, off_at in runs:
+        if channel not in channels or off_at < start or on_at > end:
+            continue
+        y = STRIP_TOP + channels.index(channel) * STRIP_ROW + 14
+        x0, x1 = x(on_at), x(off_at)
+        out.append(f'<rect class="run" data-channel="{escape(channel)}" x="{x0:.1f}" y="{y}"'
+                   f' width="{max(x1 - x0, 1.5):.1f}" height="9" fill="#2563eb" fill-opacity="0.75"/>')
+    y = STRIP_TOP + len(channels) * STRIP_ROW + 13
+    for reagent, at, ml in doses:
+        if start <= at <= end:
+            out.append(f'<line class="dose" data-reagent="{escape(reagent)}" data-ml="{ml:g}" x1="{x(at):.1f}"'
+                       f' x2="{x(at):.1f}" y1="{y}" y2="{y + 11}" stroke="#b45309" stroke-width="1.5"/>')
+    out.extend(time_axis(start, end, tz, height))
+    out.append("</svg>")
+    return "".join(out)

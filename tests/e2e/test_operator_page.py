@@ -106,6 +106,13 @@ async def test_fresh_demo_shows_history_targets_and_plan(demo_settings, browser)
         week = page.locator("figure[data-metric=ph] svg")
         await expect(week).to_have_attribute("aria-label", "pH (pH), last 7 days")
         assert int(await week.get_attribute("data-points") or 0) >= 160
+        # Under the charts, pump activity: the simulated week's recirculation, the water change's drain and fill,
+        # and the doses.
+        strip = page.locator("figure[data-activity] svg")
+        await expect(strip).to_have_attribute("aria-label", "Pump activity and doses, last 7 days")
+        for channel in ("a-recirc", "a-drain", "a-fill"):
+            await expect(strip.locator(f"rect.run[data-channel={channel}]").first).to_be_attached()
+        assert await strip.locator("line.dose").count() >= 10
 
         phone = await new_page(browser, PHONE, errors)
         for path, name in (("/", "fresh-overview-phone"), ("/zones/zone-a", "fresh-zone-phone")):
