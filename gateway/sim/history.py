@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -43,6 +43,8 @@ class ZoneHistory:
     samples: list[tuple[Any, ...]] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     runs: list[tuple[Any, ...]] = field(default_factory=list)  # water_usage_logs rows: one per pump run
+    solution_made_at: float | None = None  # end of the simulated water change
+    ec_at_start: float | None = None
 
     def run(self, role: str, on_at: float, off_at: float, flow_l_min: float) -> None:
         """Record one finished pump run (the status page draws them as the activity strip)."""
@@ -85,6 +87,7 @@ def simulate_zone(z: ZoneHistory, start: float, end: float, tz: ZoneInfo, seed: 
         elif phase == "fill" and tank.level_pct >= 85.0:
             z.run("fill", phase_since, t, 10.0)
             phase, phase_since = "recirc", t
+            z.solution_made_at, z.ec_at_start = t, (z.ec[0] + z.ec[1]) / 2
             # The fresh solution gets its nutrients at once (the operator's stock mix).
             doses["nutrient"] = ((z.ec[0] + z.ec[1]) / 2 - tank.ec) * 50.0 * tank.volume_l / 100
             _event(z, "WATER_CHANGE_COMPLETED", {"trigger": "schedule", "duration_s": t - change_started,
@@ -144,6 +147,22 @@ def _write(conn: sqlite3.Connection, zones: list[ZoneHistory]) -> int:
     return rows
 
 
+async def _adopt_solution_age(
+    gw: Gateway, histories: list[ZoneHistory], zones: list[tuple[str, str]], now: float
+) -> None:
+    """The water machine's solution age follows the simulated water change, so the page tells one story."""
+    water = getattr(gw, "water", None)
+    by_id = {gw.registry.zone_id(uid): uid for uid, _ in zones}
+    for z in histories:
+        zw = getattr(water, "zones", {}).get(by_id.get(z.zone_id))
+        if zw is None or z.solution_made_at is None or zw.state.phase.value != "NORMAL_RECIRC":
+            continue
+        zw.state = replace(zw.state, solution_started_at=z.solution_made_at, ec_at_start=z.ec_at_start,
+                           phase_started_at_wall=z.solution_made_at)
+        # The water service keeps its state under this key (WaterService._persist); a restart keeps the story.
+        await gw.db.put_state(f"water.{zw.zone_uid}", zw.state.to_dict(), now)
+
+
 async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float = 7.0) -> float | None:
     """Write ``days`` of simulated history for each (zone uid, short name) unless the database has a past already.
 
@@ -171,6 +190,7 @@ async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float =
         marker = {"days": days, "until": end, "simulated": True}
         z.events.append((zone_id, "SIMULATED_HISTORY", json.dumps(marker), end))
     rows = await gw.db.in_thread_transaction(lambda conn: _write(conn, histories))
+    await _adopt_solution_age(gw, histories, zones, now)
     await gw.db.put_state("demo_simulated_until", end, now)
     log.info("demo: wrote %d simulated readings (%g days before %s) and their events", rows, days,
              datetime.fromtimestamp(end, tz).strftime("%Y-%m-%d %H:%M"))
