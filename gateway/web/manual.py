@@ -54,10 +54,10 @@ def explain_refusal(reason: str) -> str:
     return f"{words.format(arg)} [{reason}]" if words else reason
 
 
-def water_actions_valid(phase: str | None) -> dict[str, bool]:
-    """Which water-change buttons make sense in this phase of the water machine."""
+def water_actions_valid(phase: str | None, locked: bool = False) -> dict[str, bool]:
+    """Which water-change buttons make sense in this phase (a locked zone cannot start a change)."""
     return {
-        "start": phase == "NORMAL_RECIRC",
+        "start": phase == "NORMAL_RECIRC" and not locked,
         "abort": phase in CHANGE_PHASES,
         "ack": phase == "FAILED",
     }

@@ -126,7 +126,7 @@ async def zone_page(request: web.Request) -> web.Response:
         range=rng,
         ranges=list(RANGES.values()),
         water_actions=data["zone"]["water"] is not None,
-        water_valid=water_actions_valid((data["zone"]["water"] or {}).get("phase")),
+        water_valid=water_actions_valid((data["zone"]["water"] or {}).get("phase"), data["zone"]["locked"]),
         manual=manual_controls(g, data["zone"]),
         activity=activity,
     )

@@ -234,6 +234,8 @@ async def test_manual_control_goes_through_the_interlock(demo_settings, browser)
         await page.reload()
         drain = page.locator("tr[data-manual=a-drain]")
         await expect(drain).to_contain_text("locked: biz_pump_stuck_on")
+        # A locked zone cannot start a water change: the button says so by being disabled.
+        await expect(page.get_by_role("button", name="Start water change")).to_be_disabled()
         page.once("dialog", accept)
         await drain.get_by_role("button", name="Run").click()
         flash = page.locator(".flash.bad")

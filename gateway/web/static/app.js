@@ -32,11 +32,6 @@
     num(v, decimals) { return v === null || v === undefined ? "—" : v.toFixed(decimals); },
     value(v, metric) { return fmt.num(v, cfg.decimals[metric] ?? 2); },
     when(ts) { return ts === null || ts === undefined ? "—" : whenFormat.format(new Date(ts * 1000)); },
-    details(d) {
-      const entries = Object.entries(d || {});
-      if (!entries.length) return "—";
-      return entries.map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ");
-    },
     onoff(v) { return v === null || v === undefined ? "—" : (v ? "ON" : "OFF"); },
   };
 
@@ -239,8 +234,10 @@
   // The water-change buttons follow the machine's phase: only the action valid now is enabled (admins only).
   function updateWaterButtons(data) {
     const phase = data && data.zone && data.zone.water ? data.zone.water.phase : null;
+    const locked = Boolean(data && data.zone && data.zone.locked);
     for (const btn of document.querySelectorAll("button[data-valid-in]")) {
-      btn.disabled = !cfg.admin || !btn.dataset.validIn.split(",").includes(phase);
+      const blocked = locked && btn.dataset.waterAction === "start";  // the drain would be refused at once
+      btn.disabled = !cfg.admin || blocked || !btn.dataset.validIn.split(",").includes(phase);
     }
   }
 

@@ -71,6 +71,7 @@ def test_water_buttons_valid_per_phase():
     assert water_actions_valid("WATER_CHANGE_FILL") == {"start": False, "abort": True, "ack": False}
     assert water_actions_valid("FAILED") == {"start": False, "abort": False, "ack": True}
     assert water_actions_valid(None) == {"start": False, "abort": False, "ack": False}
+    assert water_actions_valid("NORMAL_RECIRC", locked=True)["start"] is False
 
 
 def test_chart_draws_the_target_band_and_keeps_it_in_view():
