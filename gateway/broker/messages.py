@@ -60,7 +60,11 @@ class InboundMessage:
 
 
 class MessageSink(Protocol):
-    """Receives inbound messages in arrival order; ``put`` may wait (back-pressure) but never drops silently."""
+    """Receives inbound messages in arrival order; ``put`` may wait (back-pressure) but never drops silently.
+
+    The sink owns ``message.ack``: it completes it once the message is durable (or dropped as invalid);
+    until then the node gets no PUBACK.
+    """
 
     async def put(self, message: InboundMessage) -> None:
         """Queue one message for the router."""
