@@ -94,17 +94,17 @@ class SeqMark(NamedTuple):
 
     node_id: int
     boot: str
-    seq: int
-    seen_mask: int
+    high: int
+    holes: str
     gaps: int
     duplicates: int
     updated_at: float
 
 
 _UPSERT_SEQ = (
-    "INSERT INTO node_sequences(node_id, boot, seq, seen_mask, gaps, duplicates, updated_at) VALUES ",
+    "INSERT INTO node_sequences(node_id, boot, high, holes, gaps, duplicates, updated_at) VALUES ",
     7,
-    " ON CONFLICT(node_id) DO UPDATE SET boot=excluded.boot, seq=excluded.seq, seen_mask=excluded.seen_mask,"
+    " ON CONFLICT(node_id) DO UPDATE SET boot=excluded.boot, high=excluded.high, holes=excluded.holes,"
     " gaps=excluded.gaps, duplicates=excluded.duplicates, updated_at=excluded.updated_at",
 )
 
