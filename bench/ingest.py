@@ -882,8 +882,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     """Command line → options and the run plan."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=50, help="simulated nodes (default 50)")
-    p.add_argument("--seconds", type=float, default=20.0,
-                   help="offered-load seconds per ramp, split evenly over its steps (default 20)")
+    p.add_argument("--seconds", type=float, default=40.0,
+                   help="offered-load seconds per ramp, split evenly over its steps (default 40: 5 s a step)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 nodes, 2 s, one low-rate step per mode")
     p.add_argument("--procs", type=int, default=2, help="load generator processes (default 2)")
     p.add_argument("--inflight", type=int, default=1000, help="paho max_inflight_messages per node")
