@@ -331,11 +331,17 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
             await self.writer.drain()
 
     def _send_acks(self) -> None:
-        acks, writer = self._acks, self.writer
+        acks = self._acks
+        if not acks or not acks[0][2].done():
+            return
+        ready = []
         while acks and acks[0][2].done():
             kind, pid, _ack = acks.popleft()
-            if writer is not None and not self._closing:
-                writer.write(wire.encode_ack(kind, pid))
+            ready.append(wire.encode_ack(kind, pid))
+        writer = self.writer
+        if writer is not None and not self._closing:
+            # One write for everything a group commit made durable, not one send() per PUBACK.
+            writer.write(b"".join(ready))
 
     async def _write(self, data: bytes) -> None:
         writer = self.writer
