@@ -26,7 +26,7 @@ from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import NodeInfo, Registry
-from gateway.router import Handler, Routed
+from gateway.router import Handler, RejectedMessage, Routed
 from gateway.sequences import NodeSequences, identity_of, message_identity
 from gateway.timesync import ClockSyncProbe
 from gateway.writer import SampleRow, SeqMark, TelemetryWriter
@@ -129,14 +129,24 @@ class Ingest:
                 await handler(routed)
                 return
             marks: list[SeqMark] = []
+            node = self._registry.get(routed.topic.node or "")
+            before = self._sequences.snapshot(node.id) if node is not None and self._sequences else None
             if self._is_duplicate(routed.topic.node or "", identity, routed.message.dup, marks):
                 await self._writer.submit([], marks, routed.message.ack)
                 return
             try:
                 await handler(routed)
-            finally:
-                if marks:  # the number is used even if the handler refused the message
+            except RejectedMessage:
+                if marks:  # invalid: its number is used all the same (a re-send is just as invalid)
                     await self._writer.submit([], marks, routed.message.ack)
+                raise
+            except BaseException:
+                # Not stored (storage error, cancelled): the number must stay new, for the re-send.
+                if node is not None and self._sequences is not None:
+                    self._sequences.restore(node.id, before)
+                raise
+            if marks:
+                await self._writer.submit([], marks, routed.message.ack)
 
         return handle
 

@@ -148,6 +148,8 @@ class Router:
         except sqlite3.OperationalError as exc:  # disk full / I/O: the storage guard alerts, one line here
             self._metrics.messages_rejected.labels(reason="storage_error").inc()
             self._ratelog.warn(f"storage:{topic.kind.value}", "%s from %s not stored: %s", topic.kind.value, who, exc)
+            if message.ack is not None:
+                message.ack.fail()  # not durable: no PUBACK, the node re-sends it (after a reconnect)
         except Exception:
             # A handler bug on one message must not stop ingestion for every node (one traceback a minute per kind).
             self._metrics.messages_rejected.labels(reason="handler_error").inc()

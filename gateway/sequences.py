@@ -138,6 +138,18 @@ class NodeSequences:
             st.gaps += missing
             self._metrics.ingest_sequence_gaps.inc(missing)
 
+    def snapshot(self, node_id: int) -> _State | None:
+        """A copy of the node's state, for ``restore`` if the message it is about to judge is not stored."""
+        st = self._states.get(node_id)
+        return None if st is None else _State(st.boot, st.high, list(st.lows), list(st.highs), st.gaps, st.duplicates)
+
+    def restore(self, node_id: int, state: _State | None) -> None:
+        """Undo ``check`` of a message that was not stored after all (its re-send must be new)."""
+        if state is None:
+            self._states.pop(node_id, None)
+        else:
+            self._states[node_id] = state
+
     def stats(self, node_id: int) -> dict[str, Any] | None:
         """The node's boot, highest sequence number, gaps (given up on + still missing) and duplicates."""
         st = self._states.get(node_id)

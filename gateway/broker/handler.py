@@ -335,13 +335,22 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         if not acks or not acks[0][2].done():
             return
         ready = []
+        failed = False
         while acks and acks[0][2].done():
-            kind, pid, _ack = acks.popleft()
+            kind, pid, ack = acks.popleft()
+            if ack.failed:
+                failed = True
+                break
             ready.append(wire.encode_ack(kind, pid))
         writer = self.writer
-        if writer is not None and not self._closing:
+        if writer is not None and not self._closing and ready:
             # One write for everything a group commit made durable, not one send() per PUBACK.
             writer.write(b"".join(ready))
+        if failed:
+            # A message that could not be stored is never acknowledged, and later ones may not be before it
+            # [MQTT-4.6.0-2]: end the connection; the node re-sends what is unacknowledged after reconnecting.
+            acks.clear()
+            self.abort()
 
     async def _write(self, data: bytes) -> None:
         writer = self.writer

@@ -15,11 +15,12 @@ class Ack:
     writer) calls ``defer()`` so that the router does not complete it when the handler returns.
     """
 
-    __slots__ = ("_future", "deferred")
+    __slots__ = ("_future", "deferred", "failed")
 
     def __init__(self) -> None:
         self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.deferred = False
+        self.failed = False
 
     def defer(self) -> None:
         """Someone else will call ``set()`` (after their commit)."""
@@ -28,6 +29,12 @@ class Ack:
     def set(self) -> None:
         """Complete the handle (idempotent)."""
         if not self._future.done():
+            self._future.set_result(None)
+
+    def fail(self) -> None:
+        """The message could not be made durable (storage error): it must not be acknowledged."""
+        if not self._future.done():
+            self.failed = True
             self._future.set_result(None)
 
     def done(self) -> bool:

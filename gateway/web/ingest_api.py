@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -68,13 +69,10 @@ async def ingest_telemetry(request: web.Request) -> web.Response:
         )
     ack = Ack()
     result = await g.ingest.accept(parsed, source="http", ack=ack)
-    if ack.deferred:
-        # 2xx only once the accepted samples are committed (a kill -9 after it loses none of them).
-        try:
-            await asyncio.wait_for(ack.wait(), COMMIT_TIMEOUT_S)
-        except TimeoutError:
-            return web.json_response({"status": "error", "error": "not_committed"}, status=503,
-                                     headers={"Retry-After": "5"})
+    if ack.deferred and not await _committed(g, ack):
+        # Queued, committed later if space returns; the client retries (with boot/seq stored once).
+        return web.json_response({"status": "error", "error": "not_committed", "count": result.accepted},
+                                 status=503, headers={"Retry-After": "5"})
     rejected = shape_errors + result.rejected
     if rejected:
         return web.json_response(
@@ -85,6 +83,20 @@ async def ingest_telemetry(request: web.Request) -> web.Response:
     if result.duplicates:
         body_out["duplicates"] = result.duplicates  # identities already committed: not stored again
     return web.json_response(body_out)
+
+
+async def _committed(g: Any, ack: Ack) -> bool:
+    """2xx only once the accepted samples are committed (a kill -9 after it loses none of them); gives up after
+    ``COMMIT_TIMEOUT_S``, or at once while the storage guard knows the disk is full."""
+    storage = getattr(g, "storage", None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COMMIT_TIMEOUT_S
+    while not ack.done():
+        if loop.time() >= deadline or (storage is not None and storage.full):
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ack.wait(), 0.25)
+    return not ack.failed
 
 
 def add_routes(app: web.Application) -> None:
