@@ -90,6 +90,9 @@ async def _gateway_broker(probe: _Probe, port: int, scenario: str) -> Any:
     class Sink:
         async def put(self, message: InboundMessage) -> None:
             probe.seen(message.topic, message.payload)
+            ack = getattr(message, "ack", None)  # PUBACK after commit: this sink "commits" on arrival
+            if ack is not None:
+                ack.set()
 
     kwargs: dict[str, Any] = {}
     try:

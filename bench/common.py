@@ -54,12 +54,20 @@ def bench_nodes(count: int) -> list[BenchNode]:
     return [BenchNode(i, f"bn-{i:04d}", f"bench-hw-{i:04d}", ZONES[i % len(ZONES)]) for i in range(count)]
 
 
-def telemetry_payload(first_seq: int, count: int, ts: float) -> bytes:
-    """One sample (count == 1) or a list of ``count`` samples; raw carries the unique seq, ts the publish time."""
+def telemetry_payload(first_seq: int, count: int, ts: float, identity: tuple[str, int] | None = None) -> bytes:
+    """One sample (count == 1) or a list of ``count`` samples; raw carries the unique seq, ts the publish time.
+
+    ``identity`` (boot, message number) adds the node message identity: on the sample, or on a
+    ``{"samples": [...]}`` batch.
+    """
     # Built by hand: the generator must not spend its CPU in json.dumps.
     items = [f'{{"metric_type":"{METRIC}","value":6.5,"ts":{ts:.6f},"raw":{seq}}}'
              for seq in range(first_seq, first_seq + count)]
-    text = items[0] if count == 1 else "[" + ",".join(items) + "]"
+    if identity is None:
+        text = items[0] if count == 1 else "[" + ",".join(items) + "]"
+    else:
+        tail = f',"boot":"{identity[0]}","seq":{identity[1]}}}'
+        text = items[0][:-1] + tail if count == 1 else '{"samples":[' + ",".join(items) + "]" + tail
     return text.encode()
 
 

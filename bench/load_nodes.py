@@ -33,8 +33,13 @@ BURST_MAX = 256  # publishes issued before servicing sockets again when behind s
 class Fleet:
     """Many paho clients serviced by one select() loop."""
 
-    def __init__(self, nodes: list[BenchNode], host: str, port: int, inflight: int) -> None:
+    def __init__(self, nodes: list[BenchNode], host: str, port: int, inflight: int, identity: bool = False) -> None:
         self.nodes = nodes
+        # The node message identity (boot, seq): one boot per generator process, one counter per node.
+        self.boot = f"g{os.getpid():x}" if identity else None
+        self.msg_seq = [0] * len(nodes)
+        self._sent_at: dict[tuple[int, int], float] = {}
+        self.ack_latencies: list[float] = []
         self.acked = 0
         self.connected = 0
         self.errors: list[str] = []
@@ -56,8 +61,11 @@ class Fleet:
         else:
             self.connected += 1
 
-    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, _reason: Any, _p: Any) -> None:
+    def _on_publish(self, client: mqtt.Client, _u: Any, mid: int, _reason: Any, _p: Any) -> None:
         self.acked += 1
+        sent = self._sent_at.pop((id(client), mid), None)
+        if sent is not None:
+            self.ack_latencies.append(time.monotonic() - sent)
 
     def _on_disconnect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self.errors.append(f"{client._client_id.decode()} disconnected: {reason}")
@@ -120,16 +128,28 @@ class Fleet:
                 due = sent * interval
                 max_lag = max(max_lag, now - due)
                 k = sent % n
-                payload = telemetry_payload(seqs[k], batch, wall0 + due)
+                identity = None
+                if self.boot is not None:
+                    identity = (self.boot, self.msg_seq[k])
+                    self.msg_seq[k] += 1
+                payload = telemetry_payload(seqs[k], batch, wall0 + due, identity)
                 seqs[k] += batch
-                self.clients[k].publish(self.nodes[k].topic, payload, qos=1)
+                client = self.clients[k]
+                info = client.publish(self.nodes[k].topic, payload, qos=1)
+                self._sent_at[(id(client), info.mid)] = time.monotonic()
                 sent += 1
                 burst += 1
             next_due = sent * interval - (time.monotonic() - mono0)
             self.pump(min(0.005, next_due) if burst < BURST_MAX else 0.0)
         publish_end = time.time()
         all_acked = self.pump_until(lambda: self.acked - acked_before >= total, 120.0)
+        lat = sorted(self.ack_latencies)
+        self.ack_latencies = []
+        self._sent_at.clear()
         return {
+            # publish() → PUBACK, seconds (the PUBACK now waits for the SQLite commit)
+            "ack_p50_s": lat[len(lat) // 2] if lat else None,
+            "ack_p99_s": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
             "event": "done",
             "sent_msgs": total,
             "sent_samples": total * batch,
@@ -175,9 +195,10 @@ def main() -> int:
     p.add_argument("--proc-index", type=int, default=0)
     p.add_argument("--inflight", type=int, default=1000, help="paho max_inflight_messages per client")
     p.add_argument("--no-hello", action="store_true", help="skip node_hello (the baseline ignores it anyway)")
+    p.add_argument("--identity", action="store_true", help="send the node message identity (boot, seq)")
     args = p.parse_args()
     nodes = [n for n in bench_nodes(args.nodes) if n.index % args.procs == args.proc_index]
-    fleet = Fleet(nodes, args.host, args.port, args.inflight)
+    fleet = Fleet(nodes, args.host, args.port, args.inflight, args.identity)
     if not fleet.pump_until(lambda: fleet.connected == len(nodes), 30.0):
         send_json(sys.stdout, {"event": "error", "error": f"connected {fleet.connected}/{len(nodes)}",
                                "errors": fleet.errors[:5]})

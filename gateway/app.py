@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
+from gateway.sequences import NodeSequences
 from gateway.settings import Settings
 from gateway.storage import StorageGuard
 from gateway.store.db import Database, is_corruption, mark_corrupt, open_or_recover
@@ -59,7 +60,7 @@ class Gateway:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.db = Database(settings.db_path)
+        self.db = Database(settings.db_path, settings.ingest.synchronous)
         self.alerts = Alerts(self.db, self.clock, self.metrics)
         self.latest = LatestReadings()
         self.router = Router(
@@ -88,6 +89,7 @@ class Gateway:
             settings.nodes_health.offline_after_missed,
         )
         ing = settings.ingest
+        self.sequences = NodeSequences(self.db, self.clock, self.metrics)
         self.writer = TelemetryWriter(
             self.db, self.clock, self.metrics, ing.batch_size, ing.flush_interval_ms / 1000.0, ing.queue_max
         )
@@ -100,6 +102,7 @@ class Gateway:
             self.metrics,
             ClockSyncProbe(self.clock.monotonic, assume_synced=settings.is_demo),
             ing.max_future_skew_s,
+            self.sequences,
         )
         self.storage = StorageGuard(
             self.db, self.alerts, self.writer, self.clock, self.metrics, settings.storage, settings.gateway.data_dir
@@ -143,12 +146,13 @@ class Gateway:
                     "reason": recovered.reason[:500], "moved_to": list(recovered.moved),
                     "generation": recovered.new_generation})
             await self.registry.apply_config(self.settings.zones, self.settings.nodes)
+            await self.sequences.load()
             await self._build_safety()
             self.router.on(TopicKind.NODE_HELLO, self.registry.on_hello)
-            self.router.on(TopicKind.HEARTBEAT, self.registry.on_heartbeat)
+            self.router.on(TopicKind.HEARTBEAT, self.ingest.identified(self.registry.on_heartbeat))
             self.router.on(TopicKind.LWT, self.registry.on_status)
             self.router.on(TopicKind.TELEMETRY, self.ingest.on_telemetry)
-            self.router.on(TopicKind.COMMAND_RESPONSE, self.commands.on_response)
+            self.router.on(TopicKind.COMMAND_RESPONSE, self.ingest.identified(self.commands.on_response))
             # The broker accepts connections before the router runs: early messages wait in its queue.
             await self.broker.start()
             self.mqtt_port = self.broker.port

@@ -1,7 +1,9 @@
 """Telemetry ingest (history-logger at the edge): one code path for MQTT and POST /ingest/telemetry.
 
-Accepted samples go to a bounded queue; ``TelemetryWriter`` commits them in batches. A ``kill -9``
-loses at most the samples not yet committed: one flush window (``flush_interval_ms``) or one batch.
+Accepted samples go to a bounded queue; ``TelemetryWriter`` commits them in batches and only then completes
+the message's ``Ack`` (PUBACK / HTTP 2xx), so a ``kill -9`` loses nothing that was acknowledged. A message
+carrying an identity (boot, seq) already committed is dropped here, and acknowledged once what came before
+it is committed (gateway/sequences.py).
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from firmware_contracts.models import telemetry_items
 from firmware_contracts.timestamps import to_unix_seconds
 from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
+from gateway.broker.messages import Ack
 from gateway.clock import Clock
 from gateway.metric_types import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import NodeInfo, Registry
-from gateway.router import Routed
+from gateway.router import Handler, RejectedMessage, Routed
+from gateway.sequences import NodeSequences, identity_of, message_identity
 from gateway.timesync import ClockSyncProbe
-from gateway.writer import SampleRow, TelemetryWriter
+from gateway.writer import SampleRow, SeqMark, TelemetryWriter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class SampleIn(NamedTuple):
     zone_uid: str | None = None
     channel: str | None = None
     raw: Any = None
+    boot: Any = None  # HTTP ingest: the sample's message identity (over MQTT it is the message's)
+    seq: Any = None
 
 
 @dataclass
@@ -51,6 +57,7 @@ class IngestResult:
 
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0
 
 
 class SampleRejected(Exception):
@@ -75,6 +82,7 @@ class Ingest:
         metrics: Metrics,
         timesync: ClockSyncProbe,
         max_future_skew_s: float = 300.0,
+        sequences: NodeSequences | None = None,
     ) -> None:
         self._registry = registry
         self._alerts = alerts
@@ -84,26 +92,87 @@ class Ingest:
         self._metrics = metrics
         self._timesync = timesync
         self._max_skew = max_future_skew_s
+        self._sequences = sequences
         self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
         self._alert_throttle = AlertThrottle(alerts, clock)
         self._accepted = metrics.ingest_samples.labels(result="accepted", reason="")
 
     async def on_telemetry(self, routed: Routed) -> None:
-        """MQTT entry point: the node comes from the topic."""
+        """MQTT entry point: the node comes from the topic, the identity (if any) from the payload's top level."""
         node_uid = routed.topic.node or ""
         zone_uid = routed.topic.zone
         topic_channel = routed.topic.channel
+        message = routed.message
+        marks: list[SeqMark] = []
+        identity = message_identity(routed.payload) if self._sequences is not None else None
+        if identity is not None and self._is_duplicate(node_uid, identity, message.dup, marks):
+            await self._writer.submit([], marks, message.ack)
+            return
         get = dict.get
         samples = [
             SampleIn(node_uid, item["metric_type"], item["value"], get(item, "ts"), zone_uid,
                      get(item, "channel") or topic_channel, get(item, "raw"))
             for item in telemetry_items(routed.payload)
         ]
-        await self.accept(samples, source="mqtt")
+        await self.accept(samples, source="mqtt", ack=message.ack, marks=marks)
 
-    async def accept(self, samples: Sequence[SampleIn], source: str) -> IngestResult:
-        """The shared path: validate each sample and queue the good ones (in order, in one go)."""
+    def identified(self, handler: Handler) -> Handler:
+        """Wrap a heartbeat / command_response handler: drop re-sent identities, commit the sequence state.
+
+        These handlers write SQLite themselves (idempotent updates); the node's sequence state follows in the
+        writer's next commit, and the message is acknowledged after both.
+        """
+
+        async def handle(routed: Routed) -> None:
+            identity = message_identity(routed.payload) if self._sequences is not None else None
+            if identity is None:
+                await handler(routed)
+                return
+            marks: list[SeqMark] = []
+            node = self._registry.get(routed.topic.node or "")
+            before = self._sequences.snapshot(node.id) if node is not None and self._sequences else None
+            if self._is_duplicate(routed.topic.node or "", identity, routed.message.dup, marks):
+                await self._writer.submit([], marks, routed.message.ack)
+                return
+            try:
+                await handler(routed)
+            except RejectedMessage:
+                if marks:  # invalid: its number is used all the same (a re-send is just as invalid)
+                    await self._writer.submit([], marks, routed.message.ack)
+                raise
+            except BaseException:
+                # Not stored (storage error, cancelled): the number must stay new, for the re-send.
+                if node is not None and self._sequences is not None:
+                    self._sequences.restore(node.id, before)
+                raise
+            if marks:
+                await self._writer.submit([], marks, routed.message.ack)
+
+        return handle
+
+    def _is_duplicate(self, node_uid: str, identity: tuple[str, int], dup_flag: bool, marks: list[SeqMark]) -> bool:
+        """Check one identity of a registered node (appending its state to ``marks``); True: already committed."""
+        node = self._registry.get(node_uid)
+        if node is None or self._sequences is None:
+            return False  # an unknown node's messages are rejected anyway, without touching any state
+        reason, mark = self._sequences.check(node.id, node.uid, identity[0], identity[1], dup_flag)
+        marks.append(mark)
+        if reason is not None:
+            self._ratelog.warn(f"{node_uid}:duplicate", "dropped re-sent message %s/%s from %s (%s)",
+                               identity[0], identity[1], node_uid, reason)
+            return True
+        return False
+
+    async def accept(
+        self, samples: Sequence[SampleIn], source: str, ack: Ack | None = None, marks: list[SeqMark] | None = None
+    ) -> IngestResult:
+        """The shared path: validate each sample and queue the good ones (in order, in one go).
+
+        ``ack`` is completed once they are committed (at once if nothing was queued). HTTP samples carrying an
+        identity already committed are counted in ``duplicates`` and not stored.
+        """
         result = IngestResult()
+        marks = [] if marks is None else marks
         received_at = self._clock.time()
         mono = self._clock.monotonic()
         synced = self._timesync.synced()
@@ -112,6 +181,11 @@ class Ingest:
         touched: NodeInfo | None = None
         rejected_by_reason: dict[tuple[str, str], tuple[int, str]] = {}
         for index, sample in enumerate(samples):
+            if sample.seq is not None and self._sequences is not None:
+                identity = identity_of(sample.boot, sample.seq)
+                if identity is not None and self._is_duplicate(sample.node_uid, identity, False, marks):
+                    result.duplicates += 1
+                    continue
             try:
                 row, node = self._validate(sample, received_at, mono, synced, unknown)
             except SampleRejected as exc:
@@ -124,8 +198,8 @@ class Ingest:
                 self._registry.touch(node)
                 touched = node
             rows.append(row)
-        if rows:
-            await self._writer.put_many(rows)
+        if rows or marks:
+            await self._writer.submit(rows, marks, ack)
             self._accepted.inc(len(rows))
             result.accepted = len(rows)
         # Rejections are counted, logged and alerted once per (node, reason) per message, not per sample.

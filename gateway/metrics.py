@@ -33,6 +33,17 @@ class Metrics:
             buckets=(1, 10, 50, 100, 200, 500, 1000, 2000, 5000),
             registry=r,
         )
+        self.ingest_duplicates = Counter(
+            "hydro_ingest_duplicates_total",
+            "Messages re-sent with an identity already committed: acknowledged, not stored", ["reason"], registry=r
+        )
+        self.ingest_sequence_gaps = Counter(
+            "hydro_ingest_sequence_gaps_total", "Sequence numbers never received (lost on the node's side)",
+            registry=r
+        )
+        self.node_sequence_gaps = Gauge(
+            "hydro_node_sequence_gaps", "Sequence numbers missing per node (all boots)", ["node"], registry=r
+        )
         self.broker_clients = Gauge("hydro_broker_clients", "Connected MQTT clients", registry=r)
         self.broker_refusals = Counter(
             "hydro_broker_refusals_total", "Refused connects/publishes/subscribes", ["reason"], registry=r

@@ -1,7 +1,8 @@
 """The in-loop router: a bounded queue fed by the broker and serial links, drained into async handlers.
 
 Messages that arrive before the handlers are ready wait in the queue; nothing is ever run on
-another loop or thread, and every handler is awaited.
+another loop or thread, and every handler is awaited. A message's ``Ack`` (QoS 1/2) is completed here
+once its handler returned, unless the handler handed it to the telemetry writer (``Ack.defer``).
 """
 
 from __future__ import annotations
@@ -108,7 +109,18 @@ class Router:
         self._ratelog.warn(f"{who}:{reason}", "dropped message from %s: %s (%s)", who, reason, detail)
 
     async def dispatch(self, message: InboundMessage) -> None:
-        """Parse, validate and hand one message to its handler."""
+        """Parse, validate and hand one message to its handler; then complete its ack unless a handler deferred it.
+
+        Handlers that write SQLite themselves (registry, commands) have committed when they return; the
+        telemetry path defers the ack to the writer's commit. A dropped message is acknowledged at once.
+        """
+        # Not in a finally: a cancelled handler (shutdown) has committed nothing, so nothing is acknowledged.
+        await self._dispatch(message)
+        ack = message.ack
+        if ack is not None and not ack.deferred:
+            ack.set()
+
+    async def _dispatch(self, message: InboundMessage) -> None:
         who = message.username or message.client_id or "?"
         try:
             topic = parse_topic(message.topic)
@@ -136,6 +148,8 @@ class Router:
         except sqlite3.OperationalError as exc:  # disk full / I/O: the storage guard alerts, one line here
             self._metrics.messages_rejected.labels(reason="storage_error").inc()
             self._ratelog.warn(f"storage:{topic.kind.value}", "%s from %s not stored: %s", topic.kind.value, who, exc)
+            if message.ack is not None:
+                message.ack.fail()  # not durable: no PUBACK, the node re-sends it (after a reconnect)
         except Exception:
             # A handler bug on one message must not stop ingestion for every node (one traceback a minute per kind).
             self._metrics.messages_rejected.labels(reason="handler_error").inc()

@@ -1,16 +1,25 @@
-"""Batched telemetry writer: one SQLite transaction per batch (size or time bound, whichever first)."""
+"""Batched telemetry writer: group commit, then the acknowledgements of everything the commit made durable.
+
+Each submitted message (its sample rows, its node's sequence state, its ``Ack``) is one entry; entries are
+committed in arrival order, whole, one SQLite transaction per batch (size or linger bound, whichever first).
+Only after COMMIT are their acks completed, so a node is PUBACKed only for what a ``kill -9`` cannot lose.
+A failed commit (disk full, I/O error) keeps the batch, acknowledges nothing and retries: the bounded queue
+then pushes back on the publishers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
+from gateway.broker.messages import Ack
 from gateway.clock import Clock
 from gateway.metrics import Metrics
 from gateway.store.db import Database
@@ -80,7 +89,38 @@ def _execute_rows(conn: sqlite3.Connection, statement: tuple[str, int, str], row
         start += size
 
 
-def _write_batch(conn: sqlite3.Connection, batch: list[SampleRow]) -> None:
+class SeqMark(NamedTuple):
+    """A node's message-sequence state after one message (``node_sequences`` row; see gateway/sequences.py)."""
+
+    node_id: int
+    boot: str
+    high: int
+    holes: str
+    gaps: int
+    duplicates: int
+    updated_at: float
+
+
+_UPSERT_SEQ = (
+    "INSERT INTO node_sequences(node_id, boot, high, holes, gaps, duplicates, updated_at) VALUES ",
+    7,
+    " ON CONFLICT(node_id) DO UPDATE SET boot=excluded.boot, high=excluded.high, holes=excluded.holes,"
+    " gaps=excluded.gaps, duplicates=excluded.duplicates, updated_at=excluded.updated_at",
+)
+
+
+class _Entry(NamedTuple):
+    rows: list[SampleRow]
+    marks: Sequence[SeqMark]
+    ack: Ack | None
+
+
+def _write_batch(conn: sqlite3.Connection, batch: list[SampleRow], marks: Sequence[SeqMark] = ()) -> None:
+    if marks:
+        # The newest state per node, in the same transaction as the rows it vouches for.
+        _execute_rows(conn, _UPSERT_SEQ, list({m.node_id: m for m in marks}.values()))
+    if not batch:
+        return
     _execute_rows(conn, _INSERT_SAMPLES, batch)
     # Only the newest row per key reaches telemetry_last (later rows win ties, as applying them in order would).
     newest: dict[tuple[int, int, str], SampleRow] = {}
@@ -95,7 +135,7 @@ def _write_batch(conn: sqlite3.Connection, batch: list[SampleRow]) -> None:
 
 
 class TelemetryWriter:
-    """Owns the bounded sample queue and commits it in batches; ``stop()`` flushes what is pending."""
+    """Owns the bounded queue of entries and group-commits it; ``stop()`` flushes what is pending."""
 
     def __init__(
         self,
@@ -103,7 +143,7 @@ class TelemetryWriter:
         clock: Clock,
         metrics: Metrics,
         batch_size: int = 200,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 0.02,
         queue_max: int = 20_000,
         max_batch: int | None = None,
     ) -> None:
@@ -112,80 +152,118 @@ class TelemetryWriter:
         self._metrics = metrics
         self._batch_size = batch_size
         # When ingest runs ahead of the disk, one transaction takes everything already waiting (up to this):
-        # a commit costs a thread hand-off and a WAL sync whatever its size, so bigger batches catch up.
+        # a commit costs a thread hand-off and a WAL write whatever its size, so bigger batches catch up.
         self._max_batch = max(batch_size, max_batch if max_batch is not None else batch_size * 10)
+        # How long the first waiting entry lingers for company: the latency a PUBACK pays for group commit.
         self._flush_interval = flush_interval_s
-        self._queue: asyncio.Queue[SampleRow] = asyncio.Queue(maxsize=queue_max)
-        self._pending: list[SampleRow] = []
+        self._queue_max = queue_max
+        self._entries: deque[_Entry] = deque()
+        self._queued_rows = 0
+        self._work = asyncio.Event()  # something is queued
+        self._full = asyncio.Event()  # a batch's worth is queued
+        self._room = asyncio.Event()  # the queue is below its bound
+        self._room.set()
+        self._pending: list[_Entry] = []
+        self._pending_rows = 0
         self.committed = 0
+        self.commits = 0
         self.last_commit_error: str | None = None
         self._inflight: asyncio.Task[None] | None = None
 
+    async def submit(self, rows: list[SampleRow], marks: Sequence[SeqMark] = (), ack: Ack | None = None) -> None:
+        """Queue one message's rows (and sequence state); ``ack`` is completed after their commit.
+
+        Waits while the queue holds ``queue_max`` rows (back-pressure reaches the MQTT publisher). An entry
+        without rows still waits its turn: its ack is then done once everything queued before it is committed.
+        """
+        while self._queued_rows >= self._queue_max:
+            self._room.clear()
+            await self._room.wait()
+        if ack is not None:
+            ack.defer()
+        self._entries.append(_Entry(rows, marks, ack))
+        self._queued_rows += len(rows)
+        self._work.set()
+        if self._queued_rows >= self._batch_size:
+            self._full.set()
+
     async def put_many(self, rows: list[SampleRow]) -> None:
-        """Queue rows in order; waits while the queue is full (back-pressure reaches the MQTT publisher)."""
-        queue = self._queue
+        """Queue rows nobody waits for (tests, automation replays), each free to go in any batch."""
         for row in rows:
-            if queue.full():
-                await queue.put(row)
-            else:
-                queue.put_nowait(row)
+            await self.submit([row])
 
     @property
     def depth(self) -> int:
         """Rows waiting to be committed."""
-        return self._queue.qsize() + len(self._pending)
+        return self._queued_rows + self._pending_rows
 
     async def run(self) -> None:
-        """Collect rows until the batch is full or the flush interval passes, then commit."""
+        """Wait for work, let it gather for at most the flush interval (or a full batch), then commit."""
         while True:
-            if not self._pending:  # after a failed commit the kept rows are retried first
-                self._pending.append(await self._queue.get())
-            deadline = self._clock.monotonic() + self._flush_interval
-            while len(self._pending) < self._batch_size:
-                while not self._queue.empty() and len(self._pending) < self._batch_size:
-                    self._pending.append(self._queue.get_nowait())
-                if len(self._pending) >= self._batch_size:
-                    break
-                remaining = deadline - self._clock.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    self._pending.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            while not self._queue.empty() and len(self._pending) < self._max_batch:
-                self._pending.append(self._queue.get_nowait())
+            if not self._pending:  # after a failed commit the kept entries are retried first
+                while not self._entries:
+                    self._work.clear()
+                    await self._work.wait()
+                if self._queued_rows < self._batch_size and self._flush_interval > 0:
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), self._flush_interval)
+                self._take()
             # Shielded: a cancellation (shutdown) must not leave a commit half-known; flush() waits for it.
             self._inflight = asyncio.ensure_future(self._commit_pending())
             await asyncio.shield(self._inflight)
+
+    def _take(self) -> None:
+        """Move whole entries from the queue to the batch, up to ``max_batch`` rows (at least one entry)."""
+        entries, pending = self._entries, self._pending
+        rows = self._pending_rows
+        while entries and (not pending or rows + len(entries[0].rows) <= self._max_batch):
+            entry = entries.popleft()
+            pending.append(entry)
+            rows += len(entry.rows)
+            self._queued_rows -= len(entry.rows)
+        self._pending_rows = rows
+        if self._queued_rows < self._queue_max:
+            self._room.set()
 
     async def flush(self) -> None:
         """Commit everything queued right now (used at shutdown)."""
         if self._inflight is not None and not self._inflight.done():
             await self._inflight
-        while not self._queue.empty():
-            self._pending.append(self._queue.get_nowait())
-        if self._pending:
+        while self._pending or self._entries:
+            self._take()
+            before = len(self._pending)
             await self._commit_pending()
+            if self._pending and len(self._pending) >= before:
+                return  # the commit failed: nothing more can be made durable now
 
     async def _commit_pending(self) -> None:
-        batch = self._pending
-        self._metrics.ingest_queue_depth.set(self._queue.qsize())
+        entries = self._pending
+        batch = [row for entry in entries for row in entry.rows]
+        marks = [mark for entry in entries for mark in entry.marks]
+        self._metrics.ingest_queue_depth.set(self._queued_rows)
         started = time.perf_counter()
-        try:
-            await self._db.in_thread_transaction(lambda conn: _write_batch(conn, batch))
-        except Exception as exc:
-            # Disk full / I/O error: keep the rows and retry; the bounded queue then pushes back.
-            if self.last_commit_error is None:
-                log.error("telemetry commit failed, will retry: %s", exc)
-            self.last_commit_error = str(exc)
-            self._metrics.ingest_samples.labels(result="commit_retry", reason=type(exc).__name__).inc()
-            await self._clock.sleep(1.0)
-            return
+        if batch or marks:
+            try:
+                await self._db.in_thread_transaction(lambda conn: _write_batch(conn, batch, marks))
+            except Exception as exc:
+                # Disk full / I/O error: keep the entries (nothing acknowledged) and retry; the queue pushes back.
+                if self.last_commit_error is None:
+                    log.error("telemetry commit failed, will retry: %s", exc)
+                self.last_commit_error = str(exc)
+                self._metrics.ingest_samples.labels(result="commit_retry", reason=type(exc).__name__).inc()
+                await self._clock.sleep(1.0)
+                return
+            self.commits += 1
         if self.last_commit_error is not None:
             log.info("telemetry commits recovered")
             self.last_commit_error = None
-        self._metrics.ingest_commit_seconds.observe(time.perf_counter() - started)
-        self._metrics.ingest_batch_rows.observe(len(batch))
+        if batch:
+            self._metrics.ingest_commit_seconds.observe(time.perf_counter() - started)
+            self._metrics.ingest_batch_rows.observe(len(batch))
         self.committed += len(batch)
         self._pending = []
+        self._pending_rows = 0
+        for entry in entries:
+            if entry.ack is not None:
+                entry.ack.set()

@@ -7,8 +7,10 @@ Patched amqtt 0.12.1 defects (the broker side is in server.py):
   never redelivered (upstream #391) → messages stay in ``session.inflight_out`` until acknowledged, are
   re-sent with DUP every ``inflight_retry_s`` and on every reconnect [MQTT-4.4.0-1];
 - one task per received packet, a PUBACK sent before the message is accepted and unbounded per-session
-  queues (no back-pressure on publishers) → packets are read and handled in order, a PUBLISH is acknowledged
-  only once admitted, so a client that outruns the gateway is slowed down by TCP itself;
+  queues (no back-pressure on publishers) → packets are read and handled in order, a QoS 1/2 PUBLISH is
+  acknowledged (PUBACK/PUBREC, in the order received [MQTT-4.6.0-2]) only once what it carries is committed
+  to SQLite (its ``Ack`` is done), at most ``ack_window`` waiting per client: a client that outruns the
+  disk is slowed down by TCP itself;
 - the disconnect waiter is created after the reader starts, so a client that disconnects during start-up
   leaves a session "connected" forever → it is created first and never reset.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any, Protocol
 
 from amqtt.errors import NoDataError, ProtocolHandlerError
@@ -27,10 +30,13 @@ from amqtt.session import IncomingApplicationMessage, OutgoingApplicationMessage
 from gateway.broker import wire
 from gateway.broker.admission import TokenBucket
 from gateway.broker.limits import BrokerLimits
+from gateway.broker.messages import Ack
 from gateway.broker.outbox import Outbox
 from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
+
+_QOS2_ACKS = "hydro.qos2_acks"  # Session.attributes: packet id → Ack of a QoS 2 message awaiting PUBREL
 
 
 class ProtocolViolation(Exception):
@@ -48,8 +54,9 @@ class BrokerSide(Protocol):
     limits: BrokerLimits
     clock: Clock
 
-    async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        """Accept (or drop, or wait to accept) one PUBLISH from this connection."""
+    async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int, retain: bool,
+                    ack: Ack | None = None, dup: bool = False) -> bool:
+        """Accept (or wait to accept) one PUBLISH from this connection; False: dropped, nothing will set ``ack``."""
         ...
 
     def outbox(self, session: Session) -> Outbox:
@@ -78,6 +85,8 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         self._sent_at: dict[int, float] = {}
         self._helpers: set[asyncio.Task[None]] = set()
         self._pump_waiting = False
+        # Received QoS 1/2 messages not yet acknowledged, in arrival order: (packet type, packet id, handle).
+        self._acks: deque[tuple[int, int, Ack]] = deque()
 
     def bind(self, side: BrokerSide, transport: asyncio.WriteTransport | None, bucket: TokenBucket | None) -> None:
         """Connect the handler to its broker, its socket and its rate limit (None: unlimited)."""
@@ -254,6 +263,7 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         elif kind == wire.PUBREL and flags == 0x02:
             pid = wire.packet_id(body)
             session.inflight_in.pop(pid, None)
+            session.attributes.get(_QOS2_ACKS, {}).pop(pid, None)
             await self._write(wire.encode_ack(wire.PUBCOMP, pid))
         elif kind == wire.SUBSCRIBE and flags == 0x02:
             pid, filters = wire.decode_subscribe(body)
@@ -277,20 +287,70 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
             raise wire.MalformedPacket("QoS 3 [MQTT-3.3.1-4]")
         topic, pid, payload = wire.decode_publish(qos, body)
         retain = bool(flags & 0x01)
+        dup = bool(flags & 0x08)
         if qos == 2:
             assert pid is not None
             # QoS 2 "method A" [MQTT-4.3.3]: passed on when PUBLISH arrives; a PUBLISH re-sent while its
-            # PUBREL is pending is a duplicate and only acknowledged again.
-            if pid not in session.inflight_in:
+            # PUBREL is pending is a duplicate and only acknowledged again (once the first one is durable).
+            pending: dict[int, Ack] = session.attributes.setdefault(_QOS2_ACKS, {})
+            ack = pending.get(pid) if pid in session.inflight_in else None
+            if ack is None:
                 if len(session.inflight_in) >= side.limits.client_queue_max:
                     raise ProtocolViolation("qos2_window", f"{len(session.inflight_in)} PUBREL pending")
-                await side.admit(self, topic, payload, qos, retain)
+                ack = Ack()
+                if not await side.admit(self, topic, payload, qos, retain, ack, dup):
+                    ack.set()
                 session.inflight_in[pid] = IncomingApplicationMessage(pid, topic, qos, b"", retain)
-            await self._write(wire.encode_ack(wire.PUBREC, pid))
+                pending[pid] = ack
+            await self._acknowledge(wire.PUBREC, pid, ack)
             return
-        await side.admit(self, topic, payload, qos, retain)
-        if pid is not None:
-            await self._write(wire.encode_ack(wire.PUBACK, pid))
+        if pid is None:
+            await side.admit(self, topic, payload, qos, retain)
+            return
+        ack = Ack()
+        if not await side.admit(self, topic, payload, qos, retain, ack, dup):
+            ack.set()  # not routed (ACL, rate): acknowledged at once, never left in flight
+        await self._acknowledge(wire.PUBACK, pid, ack)
+
+    async def _acknowledge(self, kind: int, pid: int, ack: Ack) -> None:
+        """Send PUBACK/PUBREC once ``ack`` is done, after those of earlier messages; bound what waits."""
+        acks = self._acks
+        acks.append((kind, pid, ack))
+        if ack.done() and len(acks) == 1:
+            self._send_acks()
+        else:
+            ack.on_done(self._send_acks)
+        side = self.side
+        assert side is not None
+        while len(acks) >= side.limits.ack_window:
+            # Stop reading this client until its oldest message is durable.
+            await acks[0][2].wait()
+            self._send_acks()
+        if self._socket_full() and self.writer is not None:
+            # A client that publishes but does not read its acknowledgements stops being read.
+            await self.writer.drain()
+
+    def _send_acks(self) -> None:
+        acks = self._acks
+        if not acks or not acks[0][2].done():
+            return
+        ready = []
+        failed = False
+        while acks and acks[0][2].done():
+            kind, pid, ack = acks.popleft()
+            if ack.failed:
+                failed = True
+                break
+            ready.append(wire.encode_ack(kind, pid))
+        writer = self.writer
+        if writer is not None and not self._closing and ready:
+            # One write for everything a group commit made durable, not one send() per PUBACK.
+            writer.write(b"".join(ready))
+        if failed:
+            # A message that could not be stored is never acknowledged, and later ones may not be before it
+            # [MQTT-4.6.0-2]: end the connection; the node re-sends what is unacknowledged after reconnecting.
+            acks.clear()
+            self.abort()
 
     async def _write(self, data: bytes) -> None:
         writer = self.writer

@@ -27,6 +27,11 @@ class BrokerLimits:
     # An unacknowledged QoS 1 message is re-sent (DUP) this often while connected, and on every reconnect.
     inflight_retry_s: float = 20.0
     inflight_window: int = 20
+    # Per client: received QoS 1/2 messages whose PUBACK/PUBREC waits for their commit; at the limit the
+    # client's next packet is not read until the oldest is acknowledged (back-pressure, nothing dropped).
+    # Large enough that a client's share of a slow commit never stalls it: the memory bound is the shared
+    # broker, router and writer queues behind it.
+    ack_window: int = 1000
     connect_timeout_s: float = 10.0
     # Pre-login connections (TCP open, no CONNECT yet): bounded so half-open sockets cannot keep nodes out.
     # Over a bound the oldest pending one (of that IP / of the most crowded IP) is closed; above

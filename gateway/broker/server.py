@@ -45,7 +45,7 @@ from gateway.broker.admission import TokenBucket
 from gateway.broker.auth import Authenticator
 from gateway.broker.handler import GatewayProtocolHandler, ProtocolViolation
 from gateway.broker.limits import BrokerLimits
-from gateway.broker.messages import InboundMessage, MessageSink
+from gateway.broker.messages import Ack, InboundMessage, MessageSink
 from gateway.broker.outbox import Outbox, Outgoing
 from gateway.broker.pacing import Turnstile
 from gateway.broker.prelogin import PreLoginGate
@@ -317,19 +317,20 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
 
     # ------------------------------------------------------------------ inbound
     async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int,
-                    retain: bool) -> None:
+                    retain: bool, ack: Ack | None = None, dup: bool = False) -> bool:
         """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain.
 
-        Returning without queueing drops the message (not routed, not retained); the handler still
-        acknowledges it, as MQTT 3.1.1 has no negative PUBACK and an unacknowledged QoS 1 message would
-        be re-sent forever. Only a malformed topic (empty, wildcards) ends the connection.
+        Returning False drops the message (not routed, not retained, and ``ack`` is not the router's to
+        complete); the handler then acknowledges it at once, as MQTT 3.1.1 has no negative PUBACK and an
+        unacknowledged QoS 1 message would be re-sent forever. Only a malformed topic (empty, wildcards) ends
+        the connection.
         """
         if not _well_formed_topic(topic):
             raise ProtocolViolation("invalid_topic", repr(topic))
         if topic.startswith("$"):
             # $-topics belong to the server [MQTT-4.7.2-1]: a client's is dropped, not routed to "$SYS/#".
             self.note("dollar_topic", handler.who, topic)
-            return
+            return False
         session = handler.session
         allowed = handler.acl_cache.get(topic)
         if allowed is None:
@@ -341,20 +342,21 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             # A client trying to command a node (or rewrite its config) gets its own reason: an operator
             # should see that someone bypasses the HTTP API, not one more denied publish.
             self.note("acl_gateway_topic" if self.acl.gateway_only(topic) else "acl_publish", handler.who, topic)
-            return
+            return False
         bucket = handler.bucket
         if bucket is not None:
             wait = bucket.take(self.clock.monotonic())
             if wait:
                 if not qos:
                     self.note("dropped_qos0_rate", handler.who, f"over {self.limits.rate_limit_msgs_per_s:g} msg/s")
-                    return
+                    return False
                 # Not reading the next packet until then is the back-pressure on a QoS 1 publisher.
                 self.counters["throttled_qos1"] += 1
                 while wait:
                     await self.clock.sleep(wait)
                     wait = bucket.take(self.clock.monotonic())
-        message = InboundMessage(topic, payload, session.client_id or "", session.username, qos, self.clock.time())
+        message = InboundMessage(topic, payload, session.client_id or "", session.username, qos, self.clock.time(),
+                                 ack=ack, dup=dup)
         if qos:
             await self._inbound.put(message)
         else:
@@ -362,9 +364,10 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                 self._inbound.put_nowait(message)
             except asyncio.QueueFull:
                 self.note("dropped_qos0_queue_full", handler.who, f"{self._inbound.maxsize} waiting")
-                return
+                return False
         if retain:
             await self.retain_message(session, topic, payload, qos)
+        return True
 
     async def _dispatch_loop(self) -> None:
         queue = self._inbound
@@ -375,8 +378,10 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
                 if self._subscriptions:
                     self._fan_out(message.topic, message.payload, message.qos)
             except Exception:
-                # A bug on one message must not stop ingestion for every node.
+                # A bug on one message must not stop ingestion for every node (nor leave it in flight).
                 log.exception("dispatching %s from %s failed", message.topic, message.client_id)
+                if message.ack is not None:
+                    message.ack.set()
             finally:
                 queue.task_done()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class SimNode:
         self._password = password
         self._started = time.monotonic()
         self.sent = 0
+        # The message identity (firmware_contracts README): a new boot id per simulated power-up, one counter
+        # for every data message of the boot, kept across reconnects as a node keeps it in RTC memory.
+        self._boot = secrets.token_hex(3)
+        self._seq = 0
 
     def _client(self) -> MQTTClient:
         status = status_topic(self._gh, self.spec.zone_uid, self.spec.uid)
@@ -125,6 +130,11 @@ class SimNode:
             if spec.channels:
                 tg.create_task(self._command_loop(client))
 
+    def _identity(self) -> dict[str, Any]:
+        """The next (boot, seq) of this node."""
+        seq, self._seq = self._seq, self._seq + 1
+        return {"boot": self._boot, "seq": seq}
+
     async def _telemetry_loop(self, client: MQTTClient) -> None:
         topic = telemetry_topic(self._gh, self.spec.zone_uid, self.spec.uid)
         while True:
@@ -136,7 +146,8 @@ class SimNode:
                 if (v := values.get(m)) is not None
             ]
             if samples:
-                await client.publish(topic, json.dumps(samples).encode(), qos=QOS_1)
+                message = {"samples": samples, **self._identity()}
+                await client.publish(topic, json.dumps(message).encode(), qos=QOS_1)
                 _raise_if_cancelling()
                 self.sent += len(samples)
             await asyncio.sleep(self._telemetry_s)
@@ -144,7 +155,8 @@ class SimNode:
     async def _heartbeat_loop(self, client: MQTTClient) -> None:
         topic = heartbeat_topic(self._gh, self.spec.zone_uid, self.spec.uid)
         while True:
-            hb = {"uptime_s": int(time.monotonic() - self._started), "rssi": -58, "free_heap": 182_000}
+            hb = {"uptime_s": int(time.monotonic() - self._started), "rssi": -58, "free_heap": 182_000,
+                  **self._identity()}
             await client.publish(topic, json.dumps(hb).encode(), qos=QOS_1)
             _raise_if_cancelling()
             await asyncio.sleep(self._heartbeat_s)
@@ -163,9 +175,10 @@ class SimNode:
                 continue
             resp_topic = command_response_topic(self._gh, self.spec.zone_uid, self.spec.uid, channel)
             base = {"cmd": cmd.get("cmd", ""), "cmd_id": cmd.get("cmd_id", "")}
-            await client.publish(resp_topic, json.dumps({**base, "status": "ACK"}).encode(), qos=QOS_1)
+            ack = {**base, "status": "ACK", **self._identity()}
+            await client.publish(resp_topic, json.dumps(ack).encode(), qos=QOS_1)
             result = await self._on_command(channel, cmd) if self._on_command else {"status": "DONE"}
-            await client.publish(resp_topic, json.dumps({**base, **result}).encode(), qos=QOS_1)
+            await client.publish(resp_topic, json.dumps({**base, **result, **self._identity()}).encode(), qos=QOS_1)
 
 
 def _raise_if_cancelling() -> None:

@@ -154,8 +154,11 @@ class Database:
     a lock keeps concurrent tasks from interleaving statements inside someone else's transaction.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         self.path = path
+        self.synchronous = synchronous
         self._conn: aiosqlite.Connection | None = None
         self._tx_lock = asyncio.Lock()
         self._generation: str | None = None
@@ -201,8 +204,9 @@ class Database:
             conn.row_factory = aiosqlite.Row
             self._conn = conn
             await conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a power cut loses at most the last commits, never corrupts (SD wear vs FULL).
-            await conn.execute("PRAGMA synchronous=NORMAL")
+            # Either way a commit survives kill -9 (it is in the OS page cache). NORMAL in WAL mode: a power
+            # cut loses at most the commits since the last checkpoint, never corrupts; FULL: an fsync per commit.
+            await conn.execute(f"PRAGMA synchronous={self.synchronous}")
             await conn.execute("PRAGMA foreign_keys=ON")
             await conn.execute("PRAGMA busy_timeout=5000")
             if quick_check:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
 
 from firmware_contracts.validate import MessageKind, check, load_schema
+from gateway.broker.messages import Ack
 from gateway.ingest import SampleIn
 from gateway.web.auth import require_admin
 from gateway.web.context import gw
@@ -15,10 +18,16 @@ from gateway.web.jsonbody import read_json
 MAX_INGEST_BODY = 1024 * 1024
 # The MQTT payload's limit, from the same schema: one request carries at most as many samples as one message.
 MAX_SAMPLES = int(load_schema("telemetry")["$defs"]["sample_list"]["maxItems"])
+# A commit that has not happened by then (disk full, I/O error) answers 503: the client retries later
+# (with an identity per sample, a retry of what was committed after all is stored once).
+COMMIT_TIMEOUT_S = 30.0
 
 
 async def ingest_telemetry(request: web.Request) -> web.Response:
-    """Body {"samples":[{node_uid, zone_uid?, metric_type, value, ts, channel?, raw?}]}; admin only."""
+    """Body {"samples":[{node_uid, zone_uid?, metric_type, value, ts, channel?, raw?, boot?, seq?}]}; admin only.
+
+    Answers once the accepted samples are committed.
+    """
     g = gw(request)
     require_admin(request)
     body = await read_json(request, MAX_INGEST_BODY)
@@ -54,16 +63,40 @@ async def ingest_telemetry(request: web.Request) -> web.Response:
                 zone_uid=s.get("zone_uid"),
                 channel=s.get("channel"),
                 raw=s.get("raw"),
+                boot=s.get("boot"),
+                seq=s.get("seq"),
             )
         )
-    result = await g.ingest.accept(parsed, source="http")
+    ack = Ack()
+    result = await g.ingest.accept(parsed, source="http", ack=ack)
+    if ack.deferred and not await _committed(g, ack):
+        # Queued, committed later if space returns; the client retries (with boot/seq stored once).
+        return web.json_response({"status": "error", "error": "not_committed", "count": result.accepted},
+                                 status=503, headers={"Retry-After": "5"})
     rejected = shape_errors + result.rejected
     if rejected:
         return web.json_response(
             {"status": "partial" if result.accepted else "error", "count": result.accepted, "rejected": rejected},
             status=207 if result.accepted else 422,
         )
-    return web.json_response({"status": "ok", "count": result.accepted})
+    body_out: dict[str, Any] = {"status": "ok", "count": result.accepted}
+    if result.duplicates:
+        body_out["duplicates"] = result.duplicates  # identities already committed: not stored again
+    return web.json_response(body_out)
+
+
+async def _committed(g: Any, ack: Ack) -> bool:
+    """2xx only once the accepted samples are committed (a kill -9 after it loses none of them); gives up after
+    ``COMMIT_TIMEOUT_S``, or at once while the storage guard knows the disk is full."""
+    storage = getattr(g, "storage", None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COMMIT_TIMEOUT_S
+    while not ack.done():
+        if loop.time() >= deadline or (storage is not None and storage.full):
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ack.wait(), 0.25)
+    return not ack.failed
 
 
 def add_routes(app: web.Application) -> None:

@@ -161,6 +161,8 @@ async def nodes_view(g: Gateway) -> dict[str, Any]:
                 "uptime_s": r["uptime_s"],
                 "free_heap": r["free_heap"],
                 "transport": r["transport"],
+                # Message identity (boot, seq): None for a node that sends none (older firmware).
+                "sequence": g.sequences.stats(int(r["id"])),
             }
         )
     return {"now": now, "nodes": nodes}

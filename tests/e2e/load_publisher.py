@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -24,10 +25,13 @@ def main() -> None:
         except OSError:
             time.sleep(0.05)
     client.loop_start()
+    boot = f"p{os.getpid()}"
     i = 0
     while True:
         i += 1
-        sample = {"metric_type": "ec", "value": round(1.0 + (i % 1000) / 1000, 3), "ts": time.time(), "raw": {"i": i}}
+        # With the message identity (one boot per publisher process): a resend after a lost PUBACK is stored once.
+        sample = {"metric_type": "ec", "value": round(1.0 + (i % 1000) / 1000, 3), "ts": time.time(), "raw": {"i": i},
+                  "boot": boot, "seq": i - 1}
         client.publish("hydro/gh1/zone-a/nd-ph-1/telemetry", json.dumps(sample), qos=1)
         time.sleep(1 / rate)
 

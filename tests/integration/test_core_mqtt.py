@@ -130,6 +130,8 @@ async def test_rest_ingest_shares_the_path_and_needs_the_token(make_settings):
             async with http.post(url, json=body, headers=headers) as resp:
                 assert resp.status == 200
                 assert await resp.json() == {"status": "ok", "count": 1}
+            # 2xx only after the commit: the sample is in SQLite by the time the client has its answer.
+            assert await gw.db.fetchone("SELECT * FROM telemetry_samples WHERE value=5.9") is not None
             bad = {"samples": [{"node_uid": "nd-ph-1", "metric_type": "ph", "value": "abc"}]}
             async with http.post(url, json=bad, headers=headers) as resp:
                 assert resp.status == 422
@@ -137,7 +139,6 @@ async def test_rest_ingest_shares_the_path_and_needs_the_token(make_settings):
             async with http.get(f"http://127.0.0.1:{gw.web_port}/api/status") as resp:
                 status = await resp.json()
                 assert status["gateway_id"] == "gw-test" and status["nodes"]["total"] == 1
-        await eventually(lambda: gw.db.fetchone("SELECT * FROM telemetry_samples WHERE value=5.9"))
         node.close()
 
 

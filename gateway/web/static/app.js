@@ -173,7 +173,7 @@
     },
     nodes(nodes) {
       if (!nodes.length) return empty("No node has said hello yet.");
-      return [table("nodes cards", ["Node", "Zone", "Type", "State", "Online", "Firmware", "Last seen", "Signal"], nodes.map((n) => ({
+      return [table("nodes cards", ["Node", "Zone", "Type", "State", "Online", "Firmware", "Last seen", "Signal", "Messages"], nodes.map((n) => ({
         attrs: { class: n.online ? "online" : "offline", "data-node": n.uid },
         cells: [
           ["Node", n.uid, " ", muted(n.hardware_id)],
@@ -184,6 +184,9 @@
           ["Firmware", n.firmware_version || "—"],
           ["Last seen", n.last_seen_age_s === null || n.last_seen_age_s === undefined ? "never" : `${fmt.age(n.last_seen_age_s)} ago`],
           ["Signal", n.rssi === null || n.rssi === undefined ? "—" : `${n.rssi} dBm`],
+          n.sequence
+            ? ["Messages", `${n.sequence.gaps} missing, ${n.sequence.duplicates} resent `, muted(`boot ${n.sequence.boot} #${n.sequence.seq}`)]
+            : ["Messages", "—"],
         ],
       })))];
     },

@@ -39,6 +39,8 @@ class RecordingSink:
     async def put(self, message: InboundMessage) -> None:
         self.messages.append(message)
         self.arrived_at.append(asyncio.get_running_loop().time())
+        if message.ack is not None:  # recorded is as durable as it gets here: the broker may acknowledge
+            message.ack.set()
 
     def on(self, topic: str) -> list[InboundMessage]:
         """Messages received on ``topic``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import time
 
@@ -27,8 +28,8 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         await eventually(lambda: gw.writer.committed == 1)
         await _limit_pages(gw, 0)
         batch = [{"metric_type": "ph", "value": 6.2, "ts": time.time()}] * 500
-        for _ in range(4):
-            await asyncio.to_thread(node.publish, topic, batch)
+        # Not acknowledged while they cannot be committed (PUBACK after commit): published without waiting.
+        unacked = [node.client.publish(topic, json.dumps(batch).encode(), qos=1) for _ in range(4)]
         # Full: alerted (the alert row still fits in a page with room), status and /healthz say so.
         async def active(code: str) -> dict | None:
             return {a["code"]: a for a in (await c.get("/api/alerts")).json()["active"]}.get(code)
@@ -52,13 +53,16 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         await asyncio.sleep(1.0)
         resp = await c.post("/ingest/telemetry", json={"samples": [{"node_uid": "nd-ph-1", "metric_type": "ph",
                                                                     "value": 6.3}]}, headers=BEARER)
-        assert resp.status == 200
+        # Accepted and queued, but not committed: no 2xx (it is committed once space returns).
+        assert resp.status == 503 and resp.json()["error"] == "not_committed"
+        assert not any(info.is_published() for info in unacked)
         assert (await c.get("/api/overview")).status == 200
         # Space returns: the waiting samples are committed, the alerts are written, the gap recorded.
         await gw.db.fetchone("PRAGMA query_only = 0")
         await _limit_pages(gw, None)
         await eventually(lambda: not gw.storage.full and gw.storage.gaps_recorded == 1, timeout=20)
         await eventually(lambda: gw.writer.committed == 2002 and gw.writer.depth == 0)
+        await eventually(lambda: all(info.is_published() for info in unacked))  # PUBACKed once committed
         gap = await gw.db.fetchone("SELECT * FROM sync_gaps WHERE reason='disk_full'")
         assert gap is not None and gap["last_ts"] > gap["first_ts"]
         event = await gw.db.fetchone("SELECT body FROM sync_outbox WHERE stream='zone_events'")

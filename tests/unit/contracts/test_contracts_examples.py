@@ -160,7 +160,9 @@ def test_readme_examples_validate() -> None:
     """The firmware team copies from the README, so its examples are checked like the golden files."""
     readme = (Path(__file__).parents[3] / "firmware_contracts" / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```json\n(.*?)```", readme, re.S)
-    kinds = ["node_hello", "heartbeat", "telemetry", "command", "command_response", "config", "serial_frame"]
+    # The second telemetry block is the "Message identity" section's.
+    kinds = ["node_hello", "heartbeat", "telemetry", "command", "command_response", "config", "telemetry",
+             "serial_frame"]
     assert len(blocks) == len(kinds)
     for kind, block in zip(kinds, blocks, strict=True):
         documents = block.strip().splitlines() if kind == "telemetry" else [block]
