@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.fakes.paho_node import release_sockets
+
 
 @dataclass(frozen=True)
 class Received:
@@ -109,6 +111,7 @@ class PahoClient:
         """Clean DISCONNECT (no will)."""
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
+        release_sockets(self.client)
 
     async def go_silent(self) -> None:
         """Stop sending anything (no PINGREQ) but keep the TCP connection open: a node powered off behind NAT."""
@@ -120,6 +123,7 @@ class PahoClient:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+        release_sockets(self.client)
 
 
 # ---------------------------------------------------------------- raw protocol
@@ -207,14 +211,15 @@ class RawClient:
         return first >> 4, first & 0x0F, body
 
     async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        """Wait for EOF (or reset) from the broker."""
+        """Wait for EOF (or reset) from the broker, then close our side: the connection is over."""
         assert self.reader is not None
         try:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             while data:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
         except ConnectionError:
-            return True
+            pass
+        self.close()
         return True
 
     def close(self) -> None:
