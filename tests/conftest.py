@@ -19,7 +19,7 @@ from gateway.app import Gateway
 from gateway.compose import build_gateway
 from gateway.settings import Settings, settings_from_mapping
 
-pytest_plugins = ["tests.fakes.postgres"]
+pytest_plugins = ["tests.fakes.postgres", "pytester"]
 
 # ---- no hidden async bugs -------------------------------------------------------------------------
 # Every event loop a test creates reports to this list instead of only logging: a task whose exception
@@ -128,14 +128,15 @@ async def run_gateway(settings: Settings, **kwargs: Any) -> AsyncIterator[Gatewa
     gateway = await build_gateway(settings, **kwargs)
     task = asyncio.create_task(gateway.run())
     ready = asyncio.create_task(gateway.ready.wait())
-    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        ready.cancel()
-        task.result()
-    assert ready in done, "gateway did not become ready"
     try:
+        done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        assert ready in done, "gateway did not become ready within 60 s"
         yield gateway
     finally:
+        # also when start-up failed: a gateway left running leaks its sockets and database into later tests
+        ready.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
