@@ -248,9 +248,9 @@ class Node:
         sample: dict[str, Any] = {"metric_type": "ph", "value": 6.5, "ts": round(time.time(), 3), "raw": number}
         body: Any = sample
         if self.identity == "sample":
-            sample.update(boot=self.boot, seq=self.counter)
+            sample.update(boot=self.boot, seq=self.counter - 1)  # 0 is the first data message of a boot
         elif self.identity == "batch":
-            body = {"boot": self.boot, "seq": self.counter, "samples": [sample]}
+            body = {"boot": self.boot, "seq": self.counter - 1, "samples": [sample]}
         info = self.client.publish(self.node.topic, json.dumps(body), qos=1)
         with self._lock:
             if info.mid in self._early:
