@@ -622,9 +622,9 @@ async def run(args: argparse.Namespace, dsn: str, work: Path) -> dict[str, Any]:
     receiver = chaos.receiver
     chaos.proxy = CutProxy(lambda: receiver.port)
     chaos.proxy.start()
+    # the gateway's own ingest defaults: the bench measures what a deployment gets
     chaos.gateway = ChaosGateway(work, args.nodes, gateway_id=chaos.gateway_id, extra_config="\n".join([
-        "", "[ingest]", "flush_interval_ms = 100", "",
-        "[upstream]", f'url = "http://127.0.0.1:{chaos.proxy.port}"', f'token = "{TOKEN}"', "interval_s = 0.2",
+        "", "[upstream]", f'url = "http://127.0.0.1:{chaos.proxy.port}"', f'token = "{TOKEN}"', "interval_s = 0.2",
         "telemetry_batch = 500", ""]))
     nodes: list[Node] = []
     chaos.pg = await asyncpg.connect(dsn)
