@@ -411,9 +411,9 @@ class Chaos:
     rows: list[KillRow] = field(default_factory=list)
     snapshot_at: float | None = None
     schedule: list[tuple[int, bool, bool, float, float]] = field(default_factory=list)
-    rx_due: bool = False
+    rx_due: bool = False  # a receiver kill is scheduled but the receiver is still down from the last one
+    cut_due: bool = False  # likewise for a cut
     local_floor: int = -1  # local max(id) when the current incarnation started
-    cut_due: bool = False
     restores: list[float] = field(default_factory=list)  # age of each restored copy, s
     marks: list[list[int]] = field(default_factory=list)  # per kill: PUBACKs each node had, to attribute losses
 
