@@ -666,8 +666,16 @@ async def run(args: argparse.Namespace, dsn: str, work: Path) -> dict[str, Any]:
         "run_s": round(run_s, 1), "held_back": chaos.publisher.held_back if chaos.publisher else 0,
         "restart_s": {"p50": restart[len(restart) // 2], "max": restart[-1]} if restart else None,
         **counts, **drain, "outages": outages, "per_kill": [asdict(r) for r in chaos.rows],
-        "gateway_log": str(chaos.gateway.log_path),
+        "gateway_log": str(chaos.gateway.log_path), "gateway_log_problems": log_problems(chaos.gateway.log_path),
     }
+
+
+def log_problems(path: Path) -> dict[str, int]:
+    """Counts of what should never be in the gateway's log, over all its incarnations."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return {"tracebacks": text.count("Traceback (most recent call last)"),
+            "loop_errors": text.count("exception was never retrieved") + text.count("Task was destroyed"),
+            "error_lines": sum(1 for line in text.splitlines() if " ERROR " in line or " CRITICAL " in line)}
 
 
 def render(f: dict[str, Any]) -> str:
@@ -697,6 +705,8 @@ def render(f: dict[str, Any]) -> str:
     if f["restart_s"]:
         lines.append(f"restart (SIGKILL -> listening): p50 {f['restart_s']['p50']} s, max {f['restart_s']['max']} s;"
                      f" publisher held back {f['held_back']} slots (a node at its pending limit)")
+    lines.append("gateway log over all incarnations: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                                  for k, v in f["gateway_log_problems"].items()))
     lines.append("")
     lines.append("per kill: acked/pending = at the nodes when the gateway died; local = its max(id) after the kill;"
                  " lost/dup = of the samples PUBACKed since the previous kill")
