@@ -416,6 +416,8 @@ class Chaos:
     local_floor: int = -1  # local max(id) when the current incarnation started
     restores: list[float] = field(default_factory=list)  # age of each restored copy, s
     marks: list[list[int]] = field(default_factory=list)  # per kill: PUBACKs each node had, to attribute losses
+    snapshot_marks: list[int] = field(default_factory=list)  # PUBACKs each node had just before the copy
+    erased: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (copy, restore) marks per restore
 
     async def upstream_rows(self) -> int:
         """Telemetry rows PostgreSQL holds for this gateway."""
@@ -510,6 +512,8 @@ class Chaos:
         upstream = await self.upstream_rows()
         if restore:
             assert self.snapshot_at is not None
+            # what was PUBACKed after the copy was taken is not in it: lost unless already uploaded
+            self.erased.append((self.snapshot_marks, marks))
             self.gateway.restore(self.work / "older-copy.db")
             self.restores.append(killed_at - self.snapshot_at)
             self.snapshot_at = None
@@ -522,6 +526,7 @@ class Chaos:
         # the copy to restore is taken a few kills before it is used: "a copy taken a few seconds earlier"
         if args.restore_older_copy and (n + 3) % args.restore_every == 0:
             await self.wait_progress(self.publisher.acked() + 1)
+            self.snapshot_marks = [len(node.acked) for node in self.publisher.nodes]
             await asyncio.to_thread(self.gateway.snapshot, self.work / "older-copy.db")
             self.snapshot_at = time.monotonic()
 
@@ -595,6 +600,10 @@ class Chaos:
         lost = sorted(x for x in acked_set if x not in stored)
         duplicated = sorted(x for x, n in stored.items() if n > 1)
         starts = [[0] * len(self.publisher.nodes), *self.marks]
+        # PUBACKed after an older copy was taken and before it replaced the database: never in the copy
+        after_copy = {x for lo_marks, hi_marks in self.erased
+                      for node, lo, hi in zip(self.publisher.nodes, lo_marks, hi_marks, strict=True)
+                      for x in node.acked[lo:hi]}
         for row, marks, before in zip(self.rows, self.marks, starts, strict=False):
             window = [x for node, lo, hi in zip(self.publisher.nodes, before, marks, strict=True)
                       for x in node.acked[lo:hi]]
@@ -605,6 +614,7 @@ class Chaos:
             "acked": len(acked),
             "acked_twice": len(acked) - len(acked_set),
             "lost": len(lost),
+            "lost_acked_after_the_restored_copy": sum(1 for x in lost if x in after_copy),
             "duplicated": len(duplicated),
             "duplicate_rows": sum(stored[x] - 1 for x in duplicated),
             "stored_not_acked": sum(1 for x in stored if x not in acked_set),
@@ -690,6 +700,10 @@ def render(f: dict[str, Any]) -> str:
         f"LOST (PUBACKed, not in PostgreSQL): {f['lost']}   DUPLICATED (stored more than once): {f['duplicated']}"
         f" ({f['duplicate_rows']} extra rows)   stored but never PUBACKed: {f['stored_not_acked']}",
     ]
+    if restores:
+        lines.append(f"  of the lost: {f['lost_acked_after_the_restored_copy']} were PUBACKed after an older copy was"
+                     " taken and before it replaced the database (never in the copy; recoverable only if uploaded"
+                     f" first); {f['lost'] - f['lost_acked_after_the_restored_copy']} others")
     if f["lost_examples"] or f["duplicated_examples"]:
         lines.append(f"  e.g. lost {f['lost_examples']} duplicated {f['duplicated_examples']}"
                      " (number = node index * 1e9 + per-node counter)")
