@@ -73,7 +73,11 @@ class PahoClient:
         def run() -> tuple[str, bool]:
             self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
             self.client.loop_start()
-            return self._connacks.get(timeout=timeout)
+            reason, session_present = self._connacks.get(timeout=timeout)
+            if reason != "Success":  # refused: paho's thread ends, but its sockets stay open until collected
+                self.client.loop_stop()
+                release_sockets(self.client)
+            return reason, session_present
         return await asyncio.to_thread(run)
 
     async def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> list[int]:
