@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
-from collections.abc import AsyncIterator, Callable
+import traceback
+import tracemalloc
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,72 @@ from gateway.app import Gateway
 from gateway.compose import build_gateway
 from gateway.settings import Settings, settings_from_mapping
 
-pytest_plugins = ["tests.fakes.postgres"]
+pytest_plugins = ["tests.fakes.postgres", "pytester"]
+
+# ---- no hidden async bugs -------------------------------------------------------------------------
+# Every event loop a test creates reports to this list instead of only logging: a task whose exception
+# was never retrieved, a callback that raised, a task destroyed while pending… each fails the test.
+_loop_errors: list[str] = []
+
+
+def _record_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    parts = [str(context.get("message", "event loop error"))]
+    for key in ("task", "future", "handle", "transport", "protocol"):
+        if key in context:
+            parts.append(f"{key}={context[key]!r}")
+    exc = context.get("exception")
+    if isinstance(exc, BaseException):
+        parts.append("".join(traceback.format_exception(exc)).rstrip())
+    _loop_errors.append("\n  ".join(parts))
+    loop.default_exception_handler(context)  # still logged as usual
+
+
+class _CheckedLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """The default policy whose loops record what reaches their exception handler."""
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        loop = super().new_event_loop()
+        loop.set_exception_handler(_record_loop_error)
+        return loop
+
+
+_POLICY = _CheckedLoopPolicy()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the checking policy before pytest-asyncio reads it (its ``event_loop_policy`` fixture
+    returns the global policy), so test loops, and ``asyncio.run`` in a sync test or a thread, use it."""
+    asyncio.set_event_loop_policy(_POLICY)
+
+
+def _describe_leak(w: warnings.WarningMessage) -> str:
+    """The warning, plus where the leaked object was allocated when PYTHONTRACEMALLOC is set."""
+    text = f"{w.category.__name__}: {w.message}"
+    where = tracemalloc.get_object_traceback(w.source) if w.source is not None else None
+    if where is not None:
+        text += "\n    allocated at:\n      " + "\n      ".join(where.format())
+    return text
+
+
+@pytest.fixture(autouse=True)
+def no_hidden_async_errors() -> Iterator[None]:
+    """Fail the test on any error its loops reported and on any unclosed transport, socket or file.
+
+    Torn down after the test's event loop is closed (autouse fixtures are set up first); a collection
+    pass makes objects still in reference cycles report now, against the test that leaked them.
+    ResourceWarnings raised while the test runs are errors already (filterwarnings = error, and
+    warnings raised in ``__del__`` reach pytest as unraisable exceptions, which are not ignored).
+    """
+    _loop_errors.clear()
+    yield
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    problems = list(_loop_errors)
+    problems += [_describe_leak(w) for w in caught if issubclass(w.category, ResourceWarning)]
+    _loop_errors.clear()
+    if problems:
+        pytest.fail("hidden async errors / leaked resources:\n- " + "\n- ".join(problems), pytrace=False)
 
 
 def free_port() -> int:
@@ -59,14 +128,15 @@ async def run_gateway(settings: Settings, **kwargs: Any) -> AsyncIterator[Gatewa
     gateway = await build_gateway(settings, **kwargs)
     task = asyncio.create_task(gateway.run())
     ready = asyncio.create_task(gateway.ready.wait())
-    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        ready.cancel()
-        task.result()
-    assert ready in done, "gateway did not become ready"
     try:
+        done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        assert ready in done, "gateway did not become ready within 60 s"
         yield gateway
     finally:
+        # also when start-up failed: a gateway left running leaks its sockets and database into later tests
+        ready.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

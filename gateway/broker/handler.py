@@ -159,11 +159,11 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         try:
             # close() drains first: bounded, so a client that stopped reading cannot hold us here.
             await asyncio.wait_for(writer.close(), 1.0)
-        except TimeoutError:
+        except (TimeoutError, OSError):
+            # amqtt's close() drains before it closes: a peer that already reset the connection makes the
+            # drain raise and leaves the socket open, so close it here.
             if transport is not None:
                 transport.abort()
-        except OSError:
-            pass
 
     async def handle_disconnect(self, disconnect: DisconnectPacket | None) -> None:
         """Resolve the disconnect waiter once: DISCONNECT (no will) or None (connection lost: will)."""

@@ -69,4 +69,6 @@ def test_demo_notifies_systemd_registers_nodes_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
         notify.close()

@@ -107,6 +107,8 @@ def gateway_proc() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
+        if proc.stderr is not None:
+            proc.stderr.close()  # a process that exited by itself still holds our end of the pipe
 
 
 DAMAGE = {"truncated": dbdamage.truncate, "garbage_header": dbdamage.garbage_header,

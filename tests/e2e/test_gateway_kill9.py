@@ -127,3 +127,4 @@ async def test_kill9_during_upload_loses_and_duplicates_nothing(tmp_path, postgr
                 proc.wait()
         rx.send_signal(signal.SIGTERM)
         rx.wait(timeout=10)
+        rx.stdout.close()

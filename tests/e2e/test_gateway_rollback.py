@@ -170,6 +170,8 @@ class Rig:
             await self.pg.close()
         self.rx.send_signal(signal.SIGTERM)
         self.rx.wait(timeout=10)
+        if self.rx.stdout is not None:
+            self.rx.stdout.close()
 
     async def drained(self) -> bool:
         """Every sample of the local file is in PostgreSQL, and the file stopped growing (node stopped)."""

@@ -12,6 +12,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 
+def release_sockets(client: mqtt.Client) -> None:
+    """Close the sockets paho still holds after ``loop_stop()``.
+
+    paho closes the wake-up socketpair that ``loop_start()`` created only when the client is garbage
+    collected; our nodes sit in a reference cycle with their client (bound callbacks), so that happens in
+    a later collection pass, as an "unclosed socket" ResourceWarning. paho has no public call for it.
+    """
+    client._reset_sockets()
+
+
 class PahoNode:
     """Connects to the gateway's broker and records what it receives."""
 
@@ -73,6 +83,7 @@ class PahoNode:
         """Disconnect cleanly."""
         self.client.disconnect()
         self.client.loop_stop()
+        release_sockets(self.client)
 
     def kill(self) -> None:
         """Drop the TCP connection without DISCONNECT (power loss)."""
@@ -80,3 +91,4 @@ class PahoNode:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+        release_sockets(self.client)

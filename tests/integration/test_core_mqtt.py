@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import ADMIN_TOKEN, eventually, run_gateway
-from tests.fakes.paho_node import PahoNode
+from tests.fakes.paho_node import PahoNode, release_sockets
 
 HELLO = {
     "message_type": "node_hello",
@@ -44,6 +44,7 @@ async def test_hello_in_first_milliseconds_is_registered(make_settings):
             info.wait_for_publish(5)
             c.disconnect()
             c.loop_stop()
+            release_sockets(c)
             return
 
     thread = threading.Thread(target=eager_node)

@@ -45,6 +45,7 @@ def receiver_process(postgres_dsn: str) -> Iterator[str]:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+        proc.stdout.close()
 
 
 def _pump(db: Path, url: str, gateway: str, rows: int, *, until_idle: bool) -> subprocess.Popen[str]:
@@ -57,6 +58,7 @@ def _pump(db: Path, url: str, gateway: str, rows: int, *, until_idle: bool) -> s
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 22 process starts on a busy 2-core machine; every wait inside is bounded
 async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     tmp_path: Path, receiver_process: str, postgres_dsn: str, gateway_id: str
 ) -> None:
@@ -66,17 +68,29 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     add_outbox(db_path, OUTBOX_PER_STREAM)
     rng = random.Random(20260101)
 
-    progress: list[int] = []
-    for _ in range(KILLS):
-        proc = _pump(db_path, receiver_process, gateway_id, rng.choice((50, 120, 250, 400)), until_idle=False)
-        writer = asyncio.create_task(asyncio.to_thread(add_samples, db_path, SAMPLES_PER_RUN))
-        await asyncio.sleep(rng.uniform(0.25, 0.9))
-        await writer
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        os.kill(proc.pid, signal.SIGKILL)
-        await asyncio.to_thread(proc.wait)
-        proc.communicate()
-        progress.append(await _cursor(db_path))
+    # Kills are driven by what the receiver has stored, not by the clock: each run is killed only once
+    # PostgreSQL holds more rows than at the previous kill (plus a random stride), so every kill lands
+    # mid-upload, after real progress, however fast or slow this machine is.
+    conn = await asyncpg.connect(postgres_dsn)
+    progress: list[int] = []  # the local cursor after each kill
+    stored_at_kill: list[int] = []
+    try:
+        stored = 0
+        for _ in range(KILLS):
+            proc = _pump(db_path, receiver_process, gateway_id, rng.choice((50, 120, 250, 400)), until_idle=False)
+            writer = asyncio.create_task(asyncio.to_thread(add_samples, db_path, SAMPLES_PER_RUN))
+            target = stored + rng.choice((1, 60, 200, 500, 900))
+            stored = await _wait_stored(conn, gateway_id, target, proc)
+            await writer
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            os.kill(proc.pid, signal.SIGKILL)
+            await asyncio.to_thread(proc.wait)
+            proc.communicate()
+            stored = await _stored(conn, gateway_id)
+            stored_at_kill.append(stored)
+            progress.append(await _cursor(db_path))
+    finally:
+        await conn.close()
 
     started = time.monotonic()
     final = _pump(db_path, receiver_process, gateway_id, 2000, until_idle=True)
@@ -87,8 +101,8 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     drain_s = time.monotonic() - started
 
     total = SAMPLES + KILLS * SAMPLES_PER_RUN
-    assert progress[-1] < total, "the kills should land while the backlog is still draining"
-    assert progress == sorted(progress) and len(set(progress)) > KILLS // 2  # killed all along the way
+    assert progress == sorted(progress), progress  # a kill never moves the cursor back
+    assert stored_at_kill == sorted(set(stored_at_kill)), stored_at_kill  # every run stored something
     conn = await asyncpg.connect(postgres_dsn)
     try:
         pg = {r["seq"]: r["value"] for r in await conn.fetch(
@@ -116,8 +130,28 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     assert pg == local  # every sample, once, with its value
     assert len(local) == total
     assert inserted == total  # no row was ever inserted twice
-    print(f"{KILLS} kills, cursor after each: {progress}; {duplicates} batches overlapped already-stored rows;"
-          f" final drain {drain_s:.1f}s")
+    print(f"{KILLS} kills, cursor after each: {progress}; rows upstream after each: {stored_at_kill};"
+          f" {duplicates} batches overlapped already-stored rows; final drain {drain_s:.1f}s")
+
+
+async def _stored(conn: asyncpg.Connection, gateway_id: str) -> int:
+    """Rows the receiver holds for this gateway, over every stream."""
+    return int(await conn.fetchval(
+        "SELECT (SELECT count(*) FROM telemetry_samples WHERE gateway_id = $1)"
+        " + (SELECT count(*) FROM stream_items WHERE gateway_id = $1)", gateway_id))
+
+
+async def _wait_stored(conn: asyncpg.Connection, gateway_id: str, target: int,
+                       proc: subprocess.Popen[str], timeout: float = 90.0) -> int:
+    """Poll PostgreSQL until the receiver holds at least ``target`` rows (the pump must stay alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = await _stored(conn, gateway_id)
+        if stored >= target:
+            return stored
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"no upload progress: {stored} rows upstream, waiting for {target}"
+        await asyncio.sleep(0.01)
 
 
 async def _cursor(db_path: Path) -> int:

@@ -18,6 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.fakes.paho_node import release_sockets
+
 
 @dataclass(frozen=True)
 class Received:
@@ -71,7 +73,11 @@ class PahoClient:
         def run() -> tuple[str, bool]:
             self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
             self.client.loop_start()
-            return self._connacks.get(timeout=timeout)
+            reason, session_present = self._connacks.get(timeout=timeout)
+            if reason != "Success":  # refused: paho's thread ends, but its sockets stay open until collected
+                self.client.loop_stop()
+                release_sockets(self.client)
+            return reason, session_present
         return await asyncio.to_thread(run)
 
     async def subscribe(self, topic: str, qos: int = 1, timeout: float = 5.0) -> list[int]:
@@ -109,6 +115,7 @@ class PahoClient:
         """Clean DISCONNECT (no will)."""
         self.client.disconnect()
         await asyncio.to_thread(self.client.loop_stop)
+        release_sockets(self.client)
 
     async def go_silent(self) -> None:
         """Stop sending anything (no PINGREQ) but keep the TCP connection open: a node powered off behind NAT."""
@@ -120,6 +127,7 @@ class PahoClient:
         sock = self.client.socket()
         if sock is not None:
             sock.close()
+        release_sockets(self.client)
 
 
 # ---------------------------------------------------------------- raw protocol
@@ -207,14 +215,15 @@ class RawClient:
         return first >> 4, first & 0x0F, body
 
     async def closed_by_server(self, timeout: float = 5.0) -> bool:
-        """Wait for EOF (or reset) from the broker."""
+        """Wait for EOF (or reset) from the broker, then close our side: the connection is over."""
         assert self.reader is not None
         try:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
             while data:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
         except ConnectionError:
-            return True
+            pass
+        self.close()
         return True
 
     def close(self) -> None:
