@@ -39,10 +39,15 @@ async def test_every_repeated_complaint_is_rate_limited(make_settings, nodes, ca
         await eventually(lambda: gw.router.processed >= processed + len(writable) * REPEATS, timeout=60)
         await gw.db.fetchone("PRAGMA query_only = 1")  # every write fails from here on (a broken disk)
         try:
+            # Nothing that cannot be stored is acknowledged (the gateway ends the connection, the node re-sends):
+            # publish without waiting for PUBACKs and let the gateway fail on them for a while.
             broken = [(f"{base}/heartbeat", heartbeat), ("hydro/node_hello", hello)]
-            await asyncio.to_thread(flood, broken)
-            total = (len(writable) + len(broken)) * REPEATS
-            await eventually(lambda: gw.router.processed >= processed + total, timeout=60)
+            failed = gw.metrics.messages_rejected.labels(reason="storage_error")
+            before = failed._value.get()
+            await asyncio.to_thread(
+                lambda: [node.client.publish(t, b, qos=1) for _ in range(REPEATS) for t, b in broken]
+            )
+            await eventually(lambda: failed._value.get() >= before + 20, timeout=60)
         finally:
             await gw.db.fetchone("PRAGMA query_only = 0")
     # One key per complaint: logger, template and its first arguments (source/node/reason), not the detail.
