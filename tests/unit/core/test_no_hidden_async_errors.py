@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
 
 LEAKY_TESTS = '''
 import asyncio
@@ -36,7 +40,12 @@ async def test_well_behaved():
 '''
 
 
-def test_loop_errors_and_leaked_sockets_fail_the_test_that_caused_them(pytester: pytest.Pytester) -> None:
+def test_loop_errors_and_leaked_sockets_fail_the_test_that_caused_them(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inner pytest runs in a subprocess from a temporary directory: it finds the project's tests package
+    # through PYTHONPATH (set or not by whoever started the suite).
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makeconftest("from tests.conftest import no_hidden_async_errors, pytest_configure  # noqa: F401\n")
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
                      "filterwarnings =\n    error\n")
