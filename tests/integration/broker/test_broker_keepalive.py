@@ -57,6 +57,7 @@ async def test_paho_node_that_stops_pinging_goes_offline_and_a_pinging_one_stays
     await eventually(lambda: len(broker.clients()) == 1)
     assert sink.on(alive_status) == []
     await watcher.disconnect()
+    await node.kill()  # the silent node's own socket (the broker already dropped its side)
 
 
 async def test_silent_node_is_marked_offline_by_the_gateway(make_settings):
