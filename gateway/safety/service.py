@@ -16,7 +16,7 @@ from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
 from gateway.readings import LatestReadings
-from gateway.safety.channels import PumpChannel
+from gateway.safety.channels import PumpChannel, pump_id_of
 from gateway.safety.gate import SafetyGate
 from gateway.safety.inputs import channel_inputs
 from gateway.safety.interlock import CRITICAL_ALERT_CODES
@@ -156,7 +156,7 @@ class SafetyService:
         channel = str(details.get("channel") or record["channel"])
         node_uid = record.get("node_uid")
         code = _ERROR_ALERTS.get(error_code, "biz_command_failed")
-        pump_id = f"node:{node_uid}/{channel}" if node_uid else f"relay:{channel}"
+        pump_id = pump_id_of(str(node_uid) if node_uid else None, channel)
         ch = next((c for c in self.channels if c.pump_id == pump_id), None)
         if ch is not None:
             ch.node_on = False
