@@ -23,11 +23,11 @@ from drivers.config import HardwareConfig, INA209Config
 from drivers.current_monitor import AsyncCurrentMonitor, BusExecutors
 from drivers.errors import HardwareUnavailableError, SensorUnavailableError
 from drivers.ina209 import INA209
+from drivers.ports import Clock, SystemClock
 from drivers.relay import RelayBank, make_pin_factory, open_relay_bank
 from drivers.sdnotify_client import SystemdNotifier
 from drivers.sim_ina209 import SimINA209Bus, SimINA209Chip
 from drivers.watchdog import RelayWatchdog
-from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

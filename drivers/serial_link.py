@@ -32,8 +32,8 @@ import serial_asyncio
 
 from drivers.errors import LinkDownError
 from drivers.line_framing import LineSplitter
+from drivers.ports import Clock
 from drivers.serial_frame import FrameError, decode_frame, encode_frame
-from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.clock import Clock, SystemClock
-from gateway.store.db import Database
 from sync.client import UpstreamClient, UpstreamError
 from sync.config_schema import validate_config
+from sync.ports import Clock, Database, SystemClock
 from sync.reachability import Reachability
 from sync.storage_errors import storage_error_text
 from sync.streams import COMMAND_STATUS

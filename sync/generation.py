@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.store.db import Database
+from sync.ports import Database
 from sync.streams import ALL_STREAMS, TELEMETRY, ZONE_EVENTS, StreamSpec
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.db import Database
 from sync.client import idempotency_key
+from sync.ports import Database
 from sync.streams import EncodedRow, Item, StreamSpec
 
 # ASCII output so that len(text) is the byte count the max_bytes cap is about.

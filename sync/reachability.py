@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.clock import Clock, SystemClock
+from sync.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 

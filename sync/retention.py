@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
 
-from gateway.clock import Clock, SystemClock
-from gateway.store.db import Database
 from sync.outbox import cursor_positions
+from sync.ports import Clock, Database, SystemClock
 from sync.storage_errors import storage_error_text
 from sync.streams import OUTBOX_STREAMS, TELEMETRY, ZONE_EVENTS
 

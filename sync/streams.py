@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.db import Database
+from sync.ports import Database
 
 Item = dict[str, Any]
 Fetch = Callable[[Database, int, int], Awaitable[list[tuple[int, Item]]]]
