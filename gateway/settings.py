@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drivers.config import ConfigProblems, HardwareConfig
+
 
 class SettingsError(Exception):
     """The configuration is invalid; ``problems`` holds one line per problem."""
@@ -163,75 +165,6 @@ class UpstreamSection(_Section):
     db_budget_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
 
 
-class RelayChannel(_Section):
-    """A pump wired to a gateway GPIO relay."""
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    zone: str
-    role: Literal["recirc", "drain", "fill", "irrigation", "dosing_ph", "dosing_ec", "other"] = "other"
-    pin: int | str
-    fail_safe_mode: Literal["NC", "NO"]
-    relay_logic: Literal["active_open", "active_close"]
-    active_high: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RelayChannel:
-        expected = "active_open" if self.fail_safe_mode == "NC" else "active_close"
-        if self.relay_logic != expected:
-            raise ValueError(f"{self.fail_safe_mode} relay needs relay_logic = {expected!r}")
-        return self
-
-
-class INA209Device(_Section):
-    """An INA209 measuring one relay channel's pump current."""
-
-    channel: str
-    bus: int = 1
-    address: int = Field(default=0x40, ge=0x40, le=0x4F)
-    shunt_ohms: float = Field(default=0.1, gt=0)
-    max_expected_amps: float = Field(default=2.0, gt=0)
-    warning_amps: float = Field(default=1.2, gt=0)
-    critical_amps: float = Field(default=1.5, gt=0)
-
-
-class WatchdogSection(_Section):
-    """Relay watchdog: heartbeat GPIO for the external dead-man circuit.
-
-    Production with gateway relays requires ``heartbeat_pin`` unless ``external_watchdog = false`` says
-    explicitly that no dead-man circuit is fitted (then ``Settings.no_external_watchdog`` is True and the
-    gateway raises the warning alert ``infra_no_external_watchdog`` at start).
-    """
-
-    heartbeat_pin: int | str | None = None
-    timeout_s: float = Field(default=2.0, gt=0)
-    external_watchdog: bool | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> WatchdogSection:
-        if self.external_watchdog is True and self.heartbeat_pin is None:
-            raise ValueError("external_watchdog = true needs the heartbeat_pin that feeds it")
-        if self.external_watchdog is False and self.heartbeat_pin is not None:
-            raise ValueError("heartbeat_pin is set but external_watchdog = false; remove one of them")
-        return self
-
-
-class SerialPort(_Section):
-    """A UART/RS-485 line with nodes speaking the firmware contracts."""
-
-    port: str
-    baudrate: int = 115200
-
-
-class HardwareSection(_Section):
-    """Gateway-attached hardware; ``sim`` uses register-level fakes."""
-
-    backend: Literal["real", "sim"] = "real"
-    relays: tuple[RelayChannel, ...] = ()
-    ina209: tuple[INA209Device, ...] = ()
-    watchdog: WatchdogSection = WatchdogSection()
-    serial: tuple[SerialPort, ...] = ()
-
-
 class SafetySection(_Section):
     """Safety loop timing and default limits per pump channel."""
 
@@ -248,6 +181,15 @@ class SafetySection(_Section):
     failure_window_s: float = Field(default=3600.0, gt=0)
     # NC pumps: the longest OFF without an explicit lease when the zone's water_cycle names no max_recirc_off
     max_nc_off_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SafetySection:
+        if self.overcurrent_a <= self.idle_current_a:
+            raise ConfigProblems([
+                f"safety.overcurrent_a: {self.overcurrent_a} A must be above safety.idle_current_a"
+                f" ({self.idle_current_a} A), or every running pump trips"
+            ])
+        return self
 
 
 class ActuatorRef(_Section):
@@ -306,7 +248,7 @@ class Settings(_Section):
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
-    hardware: HardwareSection = HardwareSection()
+    hardware: HardwareConfig = HardwareConfig()
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()
     nodes: tuple[NodeConfig, ...] = ()
@@ -345,8 +287,12 @@ def _read_secret(path: Path, key: str, source: str) -> str:
 
 
 def _format_errors(exc: ValidationError, source: str) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
+        problems = err.get("ctx", {}).get("error")
+        if isinstance(problems, ConfigProblems):  # already one keyed line per mistake
+            lines.extend(f"{line} ({source})" for line in problems.problems)
+            continue
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         lines.append(f"{key}: {err['msg']} ({source})")
     return lines
@@ -399,7 +345,9 @@ def _resolve_secrets(settings: Settings) -> Settings:
         problems.append(f"upstream.ca_file: {upstream.ca_file} does not exist ({src})")
     zone_uids = {z.uid for z in settings.zones}
     for i, relay in enumerate(settings.hardware.relays):
-        if relay.zone not in zone_uids:
+        if relay.zone is None:
+            problems.append(f"hardware.relays.{i}.zone: required: the zone whose pump this relay switches ({src})")
+        elif relay.zone not in zone_uids:
             problems.append(f"hardware.relays.{i}.zone: unknown zone {relay.zone!r} ({src})")
     for i, node in enumerate(settings.nodes):
         if node.zone is not None and node.zone not in zone_uids:
@@ -414,67 +362,12 @@ def _resolve_secrets(settings: Settings) -> Settings:
             if ref.node_uid is not None and ref.node_uid not in node_uids:
                 problems.append(f"zones.{i}.actuators.{role}.node_uid: unknown node {ref.node_uid!r} ({src})")
     problems.extend(_automation_problems(settings, src))
-    problems.extend(hardware_problems(settings, src))
     for i, dev in enumerate(settings.hardware.ina209):
-        if dev.channel not in relay_names:
-            problems.append(f"hardware.ina209.{i}.channel: no hardware relay named {dev.channel!r} ({src})")
+        if dev.channel is None:  # the drivers allow a free-standing monitor; the gateway supervises pumps
+            problems.append(f"hardware.ina209.{i}.channel: required: the relay whose pump current it measures ({src})")
     if problems:
         raise SettingsError(problems)
     return settings.model_copy(update={"web": web, "upstream": upstream, "broker": broker})
-
-
-def _pin_key(pin: int | str) -> str:
-    """One spelling per GPIO: 17, "17", "GPIO17" and "BCM17" are the same pin (BOARD numbers stay apart)."""
-    text = str(pin).strip().upper()
-    for prefix in ("GPIO", "BCM"):
-        if text.startswith(prefix) and text[len(prefix):].isdigit():
-            return str(int(text[len(prefix):]))
-    return str(int(text)) if text.isdigit() else text
-
-
-def hardware_problems(settings: Settings, src: str) -> list[str]:
-    """Cross-field mistakes a technician makes wiring the config: pins used twice, inconsistent current limits."""
-    hw, safety = settings.hardware, settings.safety
-    problems = []
-    used: dict[str, str] = {}
-    names: dict[str, int] = {}
-    for i, relay in enumerate(hw.relays):
-        key = _pin_key(relay.pin)
-        if key in used:
-            problems.append(
-                f"hardware.relays.{i}.pin: GPIO {key} of relay {relay.name!r} is already {used[key]}"
-                " (two relays on one pin switch together)"
-            )
-        else:
-            used[key] = f"hardware.relays.{i}.pin (relay {relay.name!r})"
-        if relay.name in names:
-            first = names[relay.name]
-            problems.append(f"hardware.relays.{i}.name: {relay.name!r} is also hardware.relays.{first}.name")
-        names.setdefault(relay.name, i)
-    beat = hw.watchdog.heartbeat_pin
-    if beat is not None and _pin_key(beat) in used:
-        problems.append(
-            f"hardware.watchdog.heartbeat_pin: GPIO {_pin_key(beat)} is also {used[_pin_key(beat)]}"
-            " (the heartbeat would toggle a pump)"
-        )
-    if safety.overcurrent_a <= safety.idle_current_a:
-        problems.append(
-            f"safety.overcurrent_a: {safety.overcurrent_a} A must be above safety.idle_current_a"
-            f" ({safety.idle_current_a} A), or every running pump trips"
-        )
-    for i, dev in enumerate(hw.ina209):
-        if dev.critical_amps > dev.max_expected_amps:
-            problems.append(
-                f"hardware.ina209.{i}.critical_amps: {dev.critical_amps} A is above"
-                f" hardware.ina209.{i}.max_expected_amps ({dev.max_expected_amps} A): the chip cannot measure up to"
-                " its own trip point"
-            )
-        if dev.warning_amps > dev.critical_amps:
-            problems.append(
-                f"hardware.ina209.{i}.warning_amps: {dev.warning_amps} A is above"
-                f" hardware.ina209.{i}.critical_amps ({dev.critical_amps} A)"
-            )
-    return [f"{p} ({src})" for p in problems]
 
 
 def _water_cycle_problems(zone: ZoneConfig, index: int, src: str) -> list[str]:
