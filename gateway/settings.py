@@ -10,11 +10,14 @@ import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
 from drivers.config import ConfigProblems, HardwareConfig
+from gateway.automation.config import AutomationConfig, AutomationConfigError, automation_config_from_dict
+from gateway.automation.recipes import Recipe, RecipeError, assignment_for, recipe_from_dict
+from gateway.water.config import ConfigError, WaterCycleConfig, water_cycle_from_dict
 
 
 class SettingsError(Exception):
@@ -208,12 +211,47 @@ class ActuatorRef(_Section):
 ACTUATOR_ROLES = ("recirc", "drain", "fill", "irrigation", "light", "ph_down", "ph_up", "nutrient_a", "nutrient_b")
 
 
+def _water_cycle(value: object) -> WaterCycleConfig | None:
+    """A zone's ``water_cycle`` table (or an already parsed one); empty or absent means none is configured."""
+    if value is None or isinstance(value, WaterCycleConfig):
+        return value
+    if isinstance(value, dict) and not value:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("water_cycle", "must be a table/object")
+    return water_cycle_from_dict(value)
+
+
+def _recipes(value: object) -> dict[str, Recipe]:
+    """The ``[recipes]`` tables, name → Recipe (already parsed ones pass through)."""
+    if not isinstance(value, dict):
+        raise RecipeError("recipes", "must be a table/object of recipes")
+    return {
+        name: body if isinstance(body, Recipe) else recipe_from_dict(str(name), body) for name, body in value.items()
+    }
+
+
+def _automation(value: object) -> AutomationConfig:
+    """The ``[automation]`` table (or an already parsed one)."""
+    if isinstance(value, AutomationConfig):
+        return value
+    if not isinstance(value, dict):
+        raise AutomationConfigError("automation", "expected a table/object")
+    return automation_config_from_dict(value)
+
+
+# The domain sections are parsed by their own modules (errors name the key path); pydantic only holds them.
+WaterCycleField = Annotated[WaterCycleConfig | None, PlainValidator(_water_cycle)]
+RecipesField = Annotated[dict[str, Recipe], PlainValidator(_recipes)]
+AutomationField = Annotated[AutomationConfig, PlainValidator(_automation)]
+
+
 class ZoneConfig(_Section):
     """A zone (tank + its pumps) of this greenhouse."""
 
     uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     name: str = ""
-    water_cycle: dict[str, Any] = Field(default_factory=dict)
+    water_cycle: WaterCycleField = None
     actuators: dict[str, ActuatorRef] = Field(default_factory=dict)
     tank_volume_l: float = Field(default=200.0, gt=0)
     recipe: str | None = None
@@ -252,8 +290,8 @@ class Settings(_Section):
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()
     nodes: tuple[NodeConfig, ...] = ()
-    recipes: dict[str, Any] = Field(default_factory=dict)
-    automation: dict[str, Any] = Field(default_factory=dict)
+    recipes: RecipesField = Field(default_factory=dict)
+    automation: AutomationField = Field(default_factory=AutomationConfig)
     source: str = "<built-in>"
 
     @property
@@ -294,6 +332,11 @@ def _format_errors(exc: ValidationError, source: str) -> list[str]:
             lines.extend(f"{line} ({source})" for line in problems.problems)
             continue
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if isinstance(problems, ConfigError | RecipeError | AutomationConfigError):
+            # their paths start at the section name (``water_cycle.recirc…``, ``recipes.x…``, ``automation.…``)
+            parent = ".".join(str(p) for p in err["loc"][:-1])
+            lines.append(f"{parent + '.' if parent else ''}{problems} ({source})")
+            continue
         lines.append(f"{key}: {err['msg']} ({source})")
     return lines
 
@@ -313,10 +356,12 @@ def _read_password_file(path: Path, source: str) -> tuple[BrokerUser, ...]:
     return tuple(users)
 
 
-def _resolve_secrets(settings: Settings) -> Settings:
-    """Load secret files named in the config and enforce production rules."""
+def _resolve_secrets(settings: Settings, problems: list[str], bad_recipes: set[str]) -> Settings:
+    """Load secret files named in the config and enforce production rules and cross-references.
+
+    ``problems`` are those already found in the domain sections (reported together with these).
+    """
     src = settings.source
-    problems: list[str] = []
     web, upstream, broker = settings.web, settings.upstream, settings.broker
     if web.admin_token is None and web.admin_token_file is not None:
         web = web.model_copy(update={"admin_token": _read_secret(web.admin_token_file, "web.admin_token_file", src)})
@@ -355,13 +400,12 @@ def _resolve_secrets(settings: Settings) -> Settings:
     relay_names = {r.name for r in settings.hardware.relays}
     node_uids = {n.uid for n in settings.nodes}
     for i, zone in enumerate(settings.zones):
-        problems.extend(_water_cycle_problems(zone, i, src))
         for role, ref in zone.actuators.items():
             if ref.node_uid is None and ref.channel not in relay_names:
                 problems.append(f"zones.{i}.actuators.{role}.channel: no hardware relay named {ref.channel!r} ({src})")
             if ref.node_uid is not None and ref.node_uid not in node_uids:
                 problems.append(f"zones.{i}.actuators.{role}.node_uid: unknown node {ref.node_uid!r} ({src})")
-    problems.extend(_automation_problems(settings, src))
+    problems.extend(_assignment_problems(settings, bad_recipes, src))
     for i, dev in enumerate(settings.hardware.ina209):
         if dev.channel is None:  # the drivers allow a free-standing monitor; the gateway supervises pumps
             problems.append(f"hardware.ina209.{i}.channel: required: the relay whose pump current it measures ({src})")
@@ -370,38 +414,65 @@ def _resolve_secrets(settings: Settings) -> Settings:
     return settings.model_copy(update={"web": web, "upstream": upstream, "broker": broker})
 
 
-def _water_cycle_problems(zone: ZoneConfig, index: int, src: str) -> list[str]:
-    if not zone.water_cycle:
-        return []
-    from gateway.water.config import ConfigError, water_cycle_from_dict
-
-    try:
-        water_cycle_from_dict(zone.water_cycle)
-    except ConfigError as exc:
-        return [f"zones.{index}.{exc} ({src})"]
-    return []
-
-
-def _automation_problems(settings: Settings, src: str) -> list[str]:
-    from gateway.automation.config import automation_config_from_dict
-    from gateway.automation.recipes import RecipeError, recipe_problems
-
-    problems = [f"{line} ({src})" for line in
-                recipe_problems([(z.recipe, z.recipe_start) for z in settings.zones], settings.recipes)]
-    try:
-        automation_config_from_dict(settings.automation)
-    except (RecipeError, ValueError) as exc:
-        problems.append(f"{exc} ({src})")
+def _assignment_problems(settings: Settings, bad_recipes: set[str], src: str) -> list[str]:
+    problems = []
+    for i, zone in enumerate(settings.zones):
+        if zone.recipe is not None and zone.recipe in bad_recipes:
+            continue  # the recipe itself is already reported
+        try:
+            assignment_for(zone.recipe, zone.recipe_start, settings.recipes, f"zones.{i}")
+        except RecipeError as exc:
+            problems.append(f"{exc} ({src})")
     return problems
+
+
+def _parse_sections(data: dict[str, Any], src: str) -> tuple[dict[str, Any], list[str], set[str]]:
+    """Parse the domain sections (water cycles, recipes, automation) once, collecting every problem.
+
+    Returns ``data`` with those sections replaced by their parsed objects (a broken one by its empty
+    default, so the rest of the config is still checked and all problems are reported together), the
+    problems, and the names of the recipes that failed.
+    """
+    out = dict(data)
+    problems: list[str] = []
+    zones = out.get("zones")
+    if isinstance(zones, list):
+        out["zones"] = zones = [dict(z) if isinstance(z, dict) else z for z in zones]
+        for i, zone in enumerate(zones):
+            if isinstance(zone, dict) and "water_cycle" in zone:
+                try:
+                    zone["water_cycle"] = _water_cycle(zone["water_cycle"])
+                except ConfigError as exc:
+                    problems.append(f"zones.{i}.{exc} ({src})")
+                    zone["water_cycle"] = None
+    bad_recipes: set[str] = set()
+    recipes = out.get("recipes")
+    if isinstance(recipes, dict):
+        parsed: dict[str, Recipe] = {}
+        for name, body in recipes.items():
+            try:
+                parsed[name] = _recipes({name: body})[name]
+            except RecipeError as exc:
+                problems.append(f"{exc} ({src})")
+                bad_recipes.add(name)
+        out["recipes"] = parsed
+    if "automation" in out:
+        try:
+            out["automation"] = _automation(out["automation"])
+        except ValueError as exc:  # AutomationConfigError, or a dosing value its own checks refuse
+            problems.append(f"{exc} ({src})")
+            out["automation"] = AutomationConfig()
+    return out, problems, bad_recipes
 
 
 def settings_from_mapping(data: dict[str, Any], source: str = "<built-in>") -> Settings:
     """Validate a parsed config mapping (TOML tables) into Settings."""
+    data, problems, bad_recipes = _parse_sections(data, source)
     try:
         settings = Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise SettingsError(_format_errors(exc, source)) from exc
-    return _resolve_secrets(settings)
+        raise SettingsError(problems + _format_errors(exc, source)) from exc
+    return _resolve_secrets(settings, problems, bad_recipes)
 
 
 def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:

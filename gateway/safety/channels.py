@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from drivers.interfaces import CurrentMonitor, Relay
 from gateway.safety.rules import ChannelInputs, ChannelLimits, ChannelSafetyState, FailSafe
 from gateway.settings import SafetySection, Settings
+from gateway.water.config import WaterCycleConfig
 
 if TYPE_CHECKING:  # opening hardware pulls in gpiozero/smbus2: only the composition root imports it at run time
     from drivers.hardware import Hardware
@@ -150,7 +151,7 @@ def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Hardw
     return channels
 
 
-def _zone_max_off_s(water_cycle: dict[str, Any]) -> float | None:
-    recirc = water_cycle.get("recirc") if isinstance(water_cycle, dict) else None
-    minutes = recirc.get("max_recirc_off_minutes") if isinstance(recirc, dict) else None
-    return float(minutes) * 60.0 if isinstance(minutes, int | float) and minutes > 0 else None
+def _zone_max_off_s(water_cycle: WaterCycleConfig | None) -> float | None:
+    """The zone's own NC OFF limit, only when its water_cycle sets one (else the safety default applies)."""
+    minutes = None if water_cycle is None else water_cycle.recirc.max_recirc_off_minutes
+    return None if minutes is None else minutes * 60.0

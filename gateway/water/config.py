@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 DAY_MINUTES = 1440
+DEFAULT_MAX_RECIRC_OFF_MINUTES = 10.0
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -79,9 +80,16 @@ class RecircConfig:
 
     enabled: bool = True
     schedule: tuple[RecircWindow, ...] = (RecircWindow(0, DAY_MINUTES, 1.0),)
-    max_recirc_off_minutes: float = 10.0
+    # None: not set. The water machine then allows 10 min OFF (``max_off_minutes``), and the safety loop keeps
+    # its own ``safety.max_nc_off_s`` for this zone (``gateway/safety/channels.py``).
+    max_recirc_off_minutes: float | None = None
     period_minutes: float = 20.0  # length of one duty-cycle period (ON share first, then OFF)
     min_on_minutes: float = 2.0  # shortest ON after any OFF, so the relay cannot flap
+
+    @property
+    def max_off_minutes(self) -> float:
+        """The longest OFF stretch the recirculation allows (10 min unless the zone says otherwise)."""
+        return DEFAULT_MAX_RECIRC_OFF_MINUTES if self.max_recirc_off_minutes is None else self.max_recirc_off_minutes
 
 
 @dataclass(frozen=True)
@@ -200,7 +208,9 @@ def _recirc(value: Any, path: str) -> RecircConfig:
     return RecircConfig(
         enabled=enabled,
         schedule=schedule,
-        max_recirc_off_minutes=s.number("max_recirc_off_minutes", 10.0, lo=0.0),
+        max_recirc_off_minutes=(
+            None if "max_recirc_off_minutes" not in s.d else s.number("max_recirc_off_minutes", 0.0, lo=0.0)
+        ),
         period_minutes=s.number("period_minutes", 20.0, lo=0.0),
         min_on_minutes=s.number("min_on_minutes", 2.0, lo=0.0),
     )
@@ -264,7 +274,7 @@ def water_cycle_to_dict(cfg: WaterCycleConfig) -> dict[str, Any]:
                 {"from": _fmt_minutes(w.start_min), "to": _fmt_minutes(w.end_min), "duty_cycle": w.duty_cycle}
                 for w in rc.schedule
             ],
-            "max_recirc_off_minutes": rc.max_recirc_off_minutes,
+            **({} if rc.max_recirc_off_minutes is None else {"max_recirc_off_minutes": rc.max_recirc_off_minutes}),
             "period_minutes": rc.period_minutes,
             "min_on_minutes": rc.min_on_minutes,
         },
