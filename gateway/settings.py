@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
 
@@ -426,7 +427,7 @@ def _assignment_problems(settings: Settings, bad_recipes: set[str], src: str) ->
     return problems
 
 
-def _parse_sections(data: dict[str, Any], src: str) -> tuple[dict[str, Any], list[str], set[str]]:
+def _parse_sections(data: Mapping[str, object], src: str) -> tuple[dict[str, object], list[str], set[str]]:
     """Parse the domain sections (water cycles, recipes, automation) once, collecting every problem.
 
     Returns ``data`` with those sections replaced by their parsed objects (a broken one by its empty
@@ -465,7 +466,7 @@ def _parse_sections(data: dict[str, Any], src: str) -> tuple[dict[str, Any], lis
     return out, problems, bad_recipes
 
 
-def settings_from_mapping(data: dict[str, Any], source: str = "<built-in>") -> Settings:
+def settings_from_mapping(data: Mapping[str, object], source: str = "<built-in>") -> Settings:
     """Validate a parsed config mapping (TOML tables) into Settings."""
     data, problems, bad_recipes = _parse_sections(data, source)
     try:
@@ -475,7 +476,7 @@ def settings_from_mapping(data: dict[str, Any], source: str = "<built-in>") -> S
     return _resolve_secrets(settings, problems, bad_recipes)
 
 
-def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(path: Path, overrides: Mapping[str, object] | None = None) -> Settings:
     """Read and validate a TOML config file; ``overrides`` are dotted keys from the command line."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -486,14 +487,16 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     return settings_from_mapping(apply_overrides(data, overrides or {}), str(path))
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(data: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
     """Return a copy of ``data`` with dotted-key overrides applied (``broker.port`` → data['broker']['port'])."""
-    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    result: dict[str, object] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         table = result.setdefault(section, {})
+        if not isinstance(table, dict):  # a scalar where a table belongs: pydantic names it
+            continue
         table[key] = value
     return result
 

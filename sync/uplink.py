@@ -23,7 +23,7 @@ from sync.streams import ALL_STREAMS, TELEMETRY, StreamSpec
 log = logging.getLogger(__name__)
 
 OnStorageError = Callable[[str], Awaitable[None]]
-OnConflict = Callable[[dict[str, Any]], Awaitable[None]]
+OnConflict = Callable[[dict[str, object]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
