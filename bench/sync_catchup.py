@@ -6,7 +6,7 @@ receiver on PostgreSQL, and watch the gateway side's memory while it does.
 
 Two phases, each against a fresh backlog:
 
-1. **drain alone**: ``python -m sync.tools.pump_outbox`` (the real Uplink, nothing else) in its own
+1. **drain alone**: ``python -m gateway.tools.pump_outbox`` (the real Uplink, nothing else) in its own
    process, so its RSS is measured alone;
 2. **drain while ingesting**: the whole gateway (``python -m gateway run``) with the same backlog in its
    database and upstream pointed at the receiver, while 50 bench nodes (bench/load_nodes.py, real MQTT
@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))  # bench scripts run as files; the PostgreSQL help
 from common import connect_ro, max_id  # bench/ is on sys.path when run as a file
 from ingest import GatewaySystem, Generators
 
-from sync.tools.seed_db import add_samples, migrate
+from gateway.tools.seed_db import add_samples, migrate
 from tests.fakes.postgres import PostgresCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None) ->
     """Seed, start the receiver, drain, sample; returns the figures."""
     db = work / "gateway.sqlite"
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "sync.tools.seed_db", "--db", str(db), "--samples", str(args.samples)],
+    subprocess.run([sys.executable, "-m", "gateway.tools.seed_db", "--db", str(db), "--samples", str(args.samples)],
                    cwd=ROOT, check=True)
     seed_s = time.monotonic() - t0
     receiver, url = start_receiver(dsn)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None) ->
         rx_cpu0, pg_cpu0 = cpu_s(receiver.pid), postgres_cpu_s(pg_data)
         started = time.monotonic()
         pump = subprocess.Popen(
-            [sys.executable, "-m", "sync.tools.pump_outbox", "--db", str(db), "--url", url, "--token", TOKEN,
+            [sys.executable, "-m", "gateway.tools.pump_outbox", "--db", str(db), "--url", url, "--token", TOKEN,
              "--gateway-id", GATEWAY, "--telemetry-max-rows", str(args.rows), "--until-idle"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         rss: list[tuple[float, float]] = []

@@ -1,21 +1,40 @@
-"""The ``[hardware]`` section as frozen dataclasses (pure); ``gateway/settings.py`` builds them from TOML.
+"""The ``[hardware]`` section as frozen dataclasses (pure): the one hardware schema of the project.
 
-Validation here raises ``ValueError`` naming the offending entry, so a bad config fails at start-up.
+``gateway/settings.py`` uses these classes directly as the ``[hardware]`` fields (pydantic validates the
+TOML tables into them); the defaults here are the gateway's defaults. Validation raises ``ValueError``
+naming the offending entry, so a bad config fails at start-up; ``HardwareConfig`` collects every
+cross-entry mistake (pins used twice, limits the chip cannot measure) into one ``ConfigProblems``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from drivers.relay_logic import FailSafeMode, RelayLogic, validate_relay_logic
 
 Backend = Literal["real", "sim"]
+RelayRole = Literal["recirc", "drain", "fill", "irrigation", "dosing_ph", "dosing_ec", "other"]
+
+# The config file's tables are strict: a misspelt key is an error, not a silently ignored line.
+_STRICT = {"extra": "forbid"}
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class ConfigProblems(ValueError):
+    """Several config mistakes at once, one line each, every line naming its key (``hardware.relays.1.pin``)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
 class RelayChannelConfig:
-    """One pump relay: GPIO pin, NC/NO contact, what energising does, coil driver polarity."""
+    """One pump relay: GPIO pin, NC/NO contact, what energising does, coil driver polarity, zone and role."""
+
+    __pydantic_config__ = _STRICT
 
     name: str
     pin: int | str
@@ -23,23 +42,32 @@ class RelayChannelConfig:
     relay_logic: RelayLogic
     active_high: bool = True
     zone: str | None = None
+    role: RelayRole = "other"
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("relay channel needs a name")
+        if not _NAME.match(self.name):
+            raise ValueError(f"relay channel {self.name!r}: name may only use letters, digits, '_' and '-'")
         validate_relay_logic(self.name, self.fail_safe_mode, self.relay_logic)
 
 
 @dataclass(frozen=True)
 class INA209Config:
-    """One INA209 current monitor and the relay channel whose pump current it measures."""
+    """One INA209 current monitor and the relay channel whose pump current it measures.
 
-    bus: int
+    ``warning_amps``/``critical_amps`` are programmed into the chip (its alert pin trips in hardware too);
+    set both to ``None`` for a monitor without chip limits.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    bus: int = 1
     address: int = 0x40
     shunt_ohms: float = 0.1
     max_expected_amps: float = 2.0
-    warning_amps: float | None = None
-    critical_amps: float | None = None
+    warning_amps: float | None = 1.2
+    critical_amps: float | None = 1.5
     channel: str | None = None
 
     def __post_init__(self) -> None:
@@ -73,8 +101,12 @@ class WatchdogConfig:
     means fitted exactly when a heartbeat pin is configured.
     """
 
+    __pydantic_config__ = _STRICT
+
     heartbeat_pin: int | str | None = None
-    timeout_s: float = 5.0
+    # No safety tick for this long: the coils drop. 2 s: well above a healthy tick (10 Hz) and the feed
+    # jitter of a busy Pi, well below systemd's WatchdogSec (20 s); the value production has always run with.
+    timeout_s: float = 2.0
     external_watchdog: bool | None = None
 
     def __post_init__(self) -> None:
@@ -95,6 +127,8 @@ class WatchdogConfig:
 class SerialPortConfig:
     """A UART/RS-485 port with nodes attached."""
 
+    __pydantic_config__ = _STRICT
+
     port: str
     baudrate: int = 115200
 
@@ -109,6 +143,8 @@ class SerialPortConfig:
 class HardwareConfig:
     """Everything the drivers need; ``backend="sim"`` runs on any machine."""
 
+    __pydantic_config__ = _STRICT
+
     backend: Backend = "real"
     relays: tuple[RelayChannelConfig, ...] = ()
     ina209: tuple[INA209Config, ...] = ()
@@ -118,23 +154,77 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         if self.backend not in ("real", "sim"):
             raise ValueError(f"hardware backend must be 'real' or 'sim', not {self.backend!r}")
-        names = [r.name for r in self.relays]
-        _reject_duplicates("relay channel", names)
-        pins = [str(r.pin) for r in self.relays]
-        if self.watchdog.heartbeat_pin is not None:
-            pins.append(str(self.watchdog.heartbeat_pin))
-        _reject_duplicates("GPIO pin", pins)
-        _reject_duplicates("INA209", [f"bus {c.bus} address {c.address:#04x}" for c in self.ina209])
-        _reject_duplicates("INA209 key", [c.key for c in self.ina209])
-        for monitor in self.ina209:
-            if monitor.channel is not None and monitor.channel not in names:
-                raise ValueError(f"INA209 {monitor.key}: unknown relay channel {monitor.channel!r}")
-        _reject_duplicates("serial port", [s.port for s in self.serial])
+        problems = hardware_problems(self)
+        if problems:
+            raise ConfigProblems(problems)
 
 
-def _reject_duplicates(what: str, values: list[str]) -> None:
-    seen: set[str] = set()
-    for value in values:
+def pin_key(pin: int | str) -> str:
+    """One spelling per GPIO: 17, "17", "GPIO17" and "BCM17" are the same pin (BOARD numbers stay apart)."""
+    text = str(pin).strip().upper()
+    for prefix in ("GPIO", "BCM"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return str(int(text[len(prefix):]))
+    return str(int(text)) if text.isdigit() else text
+
+
+def hardware_problems(cfg: HardwareConfig) -> list[str]:
+    """Cross-entry mistakes a technician makes wiring the config, one line each, keyed like the config file."""
+    return [*_relay_problems(cfg), *_monitor_problems(cfg), *_duplicates("hardware.serial", "port", cfg.serial)]
+
+
+def _relay_problems(cfg: HardwareConfig) -> list[str]:
+    problems = []
+    used: dict[str, str] = {}
+    names: dict[str, int] = {}
+    for i, relay in enumerate(cfg.relays):
+        key = pin_key(relay.pin)
+        if key in used:
+            problems.append(
+                f"hardware.relays.{i}.pin: GPIO {key} of relay {relay.name!r} is already {used[key]}"
+                " (two relays on one pin switch together)"
+            )
+        else:
+            used[key] = f"hardware.relays.{i}.pin (relay {relay.name!r})"
+        if relay.name in names:
+            first = names[relay.name]
+            problems.append(f"hardware.relays.{i}.name: {relay.name!r} is also hardware.relays.{first}.name")
+        names.setdefault(relay.name, i)
+    beat = cfg.watchdog.heartbeat_pin
+    if beat is not None and pin_key(beat) in used:
+        problems.append(
+            f"hardware.watchdog.heartbeat_pin: GPIO {pin_key(beat)} is also {used[pin_key(beat)]}"
+            " (the heartbeat would toggle a pump)"
+        )
+    return problems
+
+
+def _monitor_problems(cfg: HardwareConfig) -> list[str]:
+    problems = []
+    names = {r.name for r in cfg.relays}
+    seen: dict[str, int] = {}
+    for i, dev in enumerate(cfg.ina209):
+        if dev.critical_amps is not None and dev.critical_amps > dev.max_expected_amps:
+            problems.append(
+                f"hardware.ina209.{i}.critical_amps: {dev.critical_amps} A is above"
+                f" hardware.ina209.{i}.max_expected_amps ({dev.max_expected_amps} A): the chip cannot measure up to"
+                " its own trip point"
+            )
+        if dev.channel is not None and dev.channel not in names:
+            problems.append(f"hardware.ina209.{i}.channel: no hardware relay named {dev.channel!r}")
+        for what in (f"bus {dev.bus} address {dev.address:#04x}", f"key {dev.key!r}"):
+            if what in seen:
+                problems.append(f"hardware.ina209.{i}: INA209 {what} is also hardware.ina209.{seen[what]}")
+            seen.setdefault(what, i)
+    return problems
+
+
+def _duplicates(where: str, attr: str, entries: tuple[SerialPortConfig, ...]) -> list[str]:
+    problems = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        value = str(getattr(entry, attr))
         if value in seen:
-            raise ValueError(f"{what} {value!r} configured twice")
-        seen.add(value)
+            problems.append(f"{where}.{i}.{attr}: {value!r} is also {where}.{seen[value]}.{attr}")
+        seen.setdefault(value, i)
+    return problems

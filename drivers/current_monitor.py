@@ -16,7 +16,7 @@ from drivers.ina209 import INA209Reading
 T = TypeVar("T")
 
 
-class CurrentMonitor(Protocol):
+class BlockingCurrentMonitor(Protocol):
     """Something that measures a pump's current (blocking)."""
 
     def read(self) -> INA209Reading:
@@ -44,9 +44,9 @@ class BusExecutors:
 
 
 class AsyncCurrentMonitor:
-    """Runs a blocking ``CurrentMonitor`` on its bus's executor."""
+    """Runs a ``BlockingCurrentMonitor`` on its bus's executor."""
 
-    def __init__(self, monitor: CurrentMonitor, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, monitor: BlockingCurrentMonitor, executor: ThreadPoolExecutor) -> None:
         self.monitor = monitor
         self._executor = executor
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import smbus2
 from gpiozero import OutputDevice
@@ -22,14 +22,30 @@ from gpiozero import OutputDevice
 from drivers.config import HardwareConfig, INA209Config
 from drivers.current_monitor import AsyncCurrentMonitor, BusExecutors
 from drivers.errors import HardwareUnavailableError, SensorUnavailableError
-from drivers.ina209 import INA209
-from drivers.relay import RelayBank, make_pin_factory, open_relay_bank
+from drivers.ina209 import INA209, SMBusLike
+from drivers.ports import Clock, SystemClock
+from drivers.relay import PinFactory, RelayBank, make_pin_factory, open_relay_bank
 from drivers.sdnotify_client import SystemdNotifier
 from drivers.sim_ina209 import SimINA209Bus, SimINA209Chip
-from drivers.watchdog import RelayWatchdog
-from gateway.clock import Clock, SystemClock
+from drivers.watchdog import HeartbeatPin, RelayWatchdog
 
 log = logging.getLogger(__name__)
+
+
+class HeartbeatOutput(HeartbeatPin, Protocol):
+    """The heartbeat GPIO: toggled by the watchdog, closed with the hardware."""
+
+    def close(self) -> None:
+        """Free the pin."""
+        ...
+
+
+class I2CBus(SMBusLike, Protocol):
+    """An opened I2C bus (``smbus2.SMBus`` or the simulator's ``SimINA209Bus``)."""
+
+    def close(self) -> None:
+        """Close the bus device."""
+        ...
 
 
 @dataclass
@@ -38,8 +54,8 @@ class Hardware:
 
     config: HardwareConfig
     relays: RelayBank
-    heartbeat: Any | None
-    pin_factory: Any
+    heartbeat: HeartbeatOutput | None
+    pin_factory: PinFactory | None
     ina209: dict[str, INA209] = field(default_factory=dict)
     monitors: dict[str, AsyncCurrentMonitor] = field(default_factory=dict)
     sim_buses: dict[int, SimINA209Bus] = field(default_factory=dict)
@@ -67,7 +83,7 @@ class Hardware:
 def open_hardware(cfg: HardwareConfig) -> Hardware:
     """Open relays, heartbeat and INA209 monitors for ``cfg``; undo everything if one step fails."""
     with contextlib.ExitStack() as stack:
-        factory: Any = None
+        factory: PinFactory | None = None
         if cfg.relays or cfg.watchdog.heartbeat_pin is not None:
             factory = make_pin_factory(cfg.backend)  # "real" without GPIO fails here, loudly
             stack.callback(factory.close)
@@ -79,7 +95,7 @@ def open_hardware(cfg: HardwareConfig) -> Hardware:
         executors = BusExecutors()
         stack.callback(executors.shutdown)
         hw = Hardware(cfg, relays, heartbeat, factory)
-        buses: dict[int, Any] = {}
+        buses: dict[int, I2CBus] = {}
         for monitor_cfg in cfg.ina209:
             if monitor_cfg.bus not in buses:
                 buses[monitor_cfg.bus] = _open_bus(cfg, monitor_cfg, hw)
@@ -91,21 +107,23 @@ def open_hardware(cfg: HardwareConfig) -> Hardware:
         return hw
 
 
-def _open_heartbeat(cfg: HardwareConfig, factory: Any) -> Any | None:
+def _open_heartbeat(cfg: HardwareConfig, factory: PinFactory | None) -> HeartbeatOutput | None:
     pin = cfg.watchdog.heartbeat_pin
     if pin is None:
         return None
-    return OutputDevice(pin, initial_value=False, pin_factory=factory)
+    device: HeartbeatOutput = OutputDevice(pin, initial_value=False, pin_factory=factory)
+    return device
 
 
-def _open_bus(cfg: HardwareConfig, monitor_cfg: INA209Config, hw: Hardware) -> Any:
+def _open_bus(cfg: HardwareConfig, monitor_cfg: INA209Config, hw: Hardware) -> I2CBus:
     if cfg.backend == "sim":
         sim = SimINA209Bus(address=None)
         hw.sim_buses[monitor_cfg.bus] = sim
         return sim
     device = f"/dev/i2c-{monitor_cfg.bus}"
     try:
-        return smbus2.SMBus(monitor_cfg.bus)
+        bus: I2CBus = smbus2.SMBus(monitor_cfg.bus)
+        return bus
     except OSError as exc:
         raise HardwareUnavailableError(
             f"I2C bus {device} for INA209 {monitor_cfg.key} cannot be opened ({exc}); enable I2C "
@@ -113,7 +131,7 @@ def _open_bus(cfg: HardwareConfig, monitor_cfg: INA209Config, hw: Hardware) -> A
         ) from exc
 
 
-def _open_monitor(monitor_cfg: INA209Config, bus: Any, hw: Hardware) -> INA209:
+def _open_monitor(monitor_cfg: INA209Config, bus: I2CBus, hw: Hardware) -> INA209:
     if isinstance(bus, SimINA209Bus):
         hw.sim_chips[monitor_cfg.key] = bus.add_chip(monitor_cfg.address, monitor_cfg.shunt_ohms)
     driver = INA209(

@@ -27,7 +27,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from gpiozero import Device, GPIOZeroError, OutputDevice
 from gpiozero.pins.mock import MockFactory
@@ -48,6 +48,14 @@ log = logging.getLogger(__name__)
 Backend = Literal["real", "sim"]
 
 
+class PinFactory(Protocol):
+    """A gpiozero pin factory (real GPIO or ``MockFactory``): builds the pins, freed by ``close()``."""
+
+    def close(self) -> None:
+        """Release every pin it made."""
+        ...
+
+
 class CoilGuard:
     """The lock shared by every coil write of a bank and the hold that keeps its coils released."""
 
@@ -66,7 +74,7 @@ class PumpRelay:
         relay_logic: RelayLogic,
         active_high: bool = True,
         name: str = "",
-        pin_factory: Any = None,
+        pin_factory: PinFactory | None = None,
         zone: str | None = None,
     ) -> None:
         self.name = name or f"GPIO{pin}"
@@ -139,7 +147,9 @@ class PumpRelay:
 class RelayBank(Mapping[str, PumpRelay]):
     """Pump relays by channel name."""
 
-    def __init__(self, relays: Iterable[PumpRelay], pin_factory: Any = None, owns_factory: bool = False) -> None:
+    def __init__(
+        self, relays: Iterable[PumpRelay], pin_factory: PinFactory | None = None, owns_factory: bool = False
+    ) -> None:
         self._relays: dict[str, PumpRelay] = {}
         for relay in relays:
             if relay.name in self._relays:
@@ -211,7 +221,7 @@ class RelayBank(Mapping[str, PumpRelay]):
             self.pin_factory.close()
 
 
-def real_pin_factory() -> Any:
+def real_pin_factory() -> PinFactory:
     """gpiozero's default (hardware) pin factory, or ``HardwareUnavailableError``; never mock pins."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -230,20 +240,22 @@ def real_pin_factory() -> Any:
         )
     for warning in caught:
         log.warning("GPIO: %s", warning.message)
-    return factory
+    pins: PinFactory = factory  # gpiozero is untyped
+    return pins
 
 
-def make_pin_factory(backend: Backend) -> Any:
+def make_pin_factory(backend: Backend) -> PinFactory:
     """The pin factory for a backend: real hardware or gpiozero's MockFactory."""
     if backend == "real":
         return real_pin_factory()
     if backend == "sim":
-        return MockFactory()
+        mock: PinFactory = MockFactory()
+        return mock
     raise ValueError(f"unknown hardware backend {backend!r}; expected 'real' or 'sim'")
 
 
 def open_relay_bank(
-    channels: Sequence[RelayChannelConfig], backend: Backend = "real", pin_factory: Any = None
+    channels: Sequence[RelayChannelConfig], backend: Backend = "real", pin_factory: PinFactory | None = None
 ) -> RelayBank:
     """Create every configured relay, coils de-energised; closes what it opened if one fails."""
     owns_factory = pin_factory is None

@@ -11,12 +11,35 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 FailSafeMode = Literal["NC", "NO"]
 RelayLogic = Literal["active_open", "active_close"]
 
-_LOGIC_FOR_MODE: dict[str, str] = {"NC": "active_open", "NO": "active_close"}
+
+
+def pump_on_for(fail_safe_mode: FailSafeMode, coil_energised: bool) -> bool:
+    """THE NC/NO mapping, the only one in the code base: an NC pump runs de-energised, an NO pump energised.
+
+    Everything else about NC/NO (the coil for a wanted pump state, the implied ``relay_logic``, the
+    fail-safe state) is derived from this function.
+    """
+    return coil_energised != (fail_safe_mode == "NC")
+
+
+def coil_energised_for(fail_safe_mode: FailSafeMode, pump_on: bool) -> bool:
+    """Coil state that gives the wanted pump state (the mapping is its own inverse)."""
+    return pump_on_for(fail_safe_mode, pump_on)
+
+
+def relay_logic_for(fail_safe_mode: FailSafeMode) -> RelayLogic:
+    """What energising the coil does to the pump circuit: NC ⇔ ``active_open``, NO ⇔ ``active_close``."""
+    return "active_close" if pump_on_for(fail_safe_mode, coil_energised=True) else "active_open"
+
+
+def fail_safe_pump_on(fail_safe_mode: FailSafeMode) -> bool:
+    """Whether the pump runs with the coil de-energised (control lost)."""
+    return pump_on_for(fail_safe_mode, coil_energised=False)
 
 
 def validate_relay_logic(channel: str, fail_safe_mode: str, relay_logic: str) -> None:
@@ -27,24 +50,9 @@ def validate_relay_logic(channel: str, fail_safe_mode: str, relay_logic: str) ->
         raise ValueError(
             f"relay channel {channel!r}: relay_logic must be 'active_open' or 'active_close', not {relay_logic!r}"
         )
-    expected = _LOGIC_FOR_MODE[fail_safe_mode]
+    expected = relay_logic_for(cast(FailSafeMode, fail_safe_mode))
     if relay_logic != expected:
         raise ValueError(
             f"relay channel {channel!r}: fail_safe_mode {fail_safe_mode} contradicts "
-            f"relay_logic {relay_logic} (an {fail_safe_mode} contact needs relay_logic={expected!r})"
+            f"relay_logic {relay_logic} (an {fail_safe_mode} relay needs relay_logic = {expected!r})"
         )
-
-
-def coil_energised_for(fail_safe_mode: FailSafeMode, pump_on: bool) -> bool:
-    """Coil state that gives the wanted pump state: NC runs de-energised, NO runs energised."""
-    return not pump_on if fail_safe_mode == "NC" else pump_on
-
-
-def pump_on_for(fail_safe_mode: FailSafeMode, coil_energised: bool) -> bool:
-    """Pump state that a coil state gives."""
-    return not coil_energised if fail_safe_mode == "NC" else coil_energised
-
-
-def fail_safe_pump_on(fail_safe_mode: FailSafeMode) -> bool:
-    """Whether the pump runs with the coil de-energised (control lost)."""
-    return pump_on_for(fail_safe_mode, coil_energised=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import NoReturn
 
 TOPIC_RE = re.compile(r"hydro/[A-Za-z0-9_/-]{1,250}")
 
@@ -56,9 +56,9 @@ def encode_frame(topic: str, payload: bytes) -> bytes:
     return _dump({"topic": topic, "payload": document}) + b"\n"
 
 
-def _dump(value: Any) -> bytes:
+def _dump(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")

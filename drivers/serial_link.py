@@ -25,15 +25,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import serial
 import serial_asyncio
 
 from drivers.errors import LinkDownError
 from drivers.line_framing import LineSplitter
+from drivers.ports import Clock
 from drivers.serial_frame import FrameError, decode_frame, encode_frame
-from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class SerialMessage:
     port: str
 
 
-def build_serial(port: str, baudrate: int) -> Any:
+def build_serial(port: str, baudrate: int) -> serial.Serial:
     """An UNOPENED ``serial.Serial`` for ``port`` with DTR and RTS already set de-asserted."""
     ser = serial.serial_for_url(
         port, do_not_open=True, baudrate=baudrate, rtscts=False, dsrdtr=False, xonxoff=False, exclusive=True
@@ -63,7 +63,7 @@ def build_serial(port: str, baudrate: int) -> Any:
     return ser
 
 
-def open_serial(port: str, baudrate: int) -> Any:
+def open_serial(port: str, baudrate: int) -> serial.Serial:
     """Open ``port`` without asserting DTR/RTS (non-blocking open; safe on the loop)."""
     ser = build_serial(port, baudrate)
     ser.open()
@@ -74,7 +74,7 @@ class _LineProtocol(asyncio.Protocol):
     """Hands received chunks to the link's task; pauses the port when the task falls behind."""
 
     def __init__(self) -> None:
-        self.transport: Any = None
+        self.transport: asyncio.Transport | None = None
         self.lost_exc: BaseException | None = None
         self.made = asyncio.Event()
         self.closed = asyncio.Event()
@@ -85,13 +85,13 @@ class _LineProtocol(asyncio.Protocol):
         self._writable.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # serial_asyncio's SerialTransport is one
         self.made.set()
 
     def data_received(self, data: bytes) -> None:
         self._chunks.put_nowait(data)
         self._queued += len(data)
-        if self._queued > _READ_HIGH_WATER and not self._reading_paused:
+        if self._queued > _READ_HIGH_WATER and not self._reading_paused and self.transport is not None:
             self.transport.pause_reading()
             self._reading_paused = True
 
@@ -112,8 +112,10 @@ class _LineProtocol(asyncio.Protocol):
         chunk = await self._chunks.get()
         if chunk is not None:
             self._queued -= len(chunk)
+            transport = self.transport
             if self._reading_paused and self._queued < _READ_HIGH_WATER // 4 and not self.closed.is_set():
-                self.transport.resume_reading()
+                if transport is not None:  # always set once data flows
+                    transport.resume_reading()
                 self._reading_paused = False
         return chunk
 
@@ -195,10 +197,12 @@ class SerialLink:
         await protocol.wait_writable()
         if protocol.closed.is_set():
             raise LinkDownError(f"{self.name}: {self.port} went down while sending")
+        if protocol.transport is None:  # pragma: no cover - sends wait for connection_made
+            raise LinkDownError(f"{self.name}: {self.port} is not connected")
         protocol.transport.write(line)
         self.stats["sent"] += 1
 
-    async def _open(self) -> tuple[Any, _LineProtocol]:
+    async def _open(self) -> tuple[asyncio.Transport, _LineProtocol]:
         ser = open_serial(self.port, self.baudrate)
         try:
             transport, protocol = await serial_asyncio.connection_for_serial(
@@ -238,7 +242,7 @@ class SerialLink:
         self.stats["frames"] += 1
         await self._on_message(SerialMessage(topic, payload, self.port))
 
-    async def _drop(self, transport: Any, protocol: _LineProtocol) -> None:
+    async def _drop(self, transport: asyncio.Transport, protocol: _LineProtocol) -> None:
         self._protocol = None
         self._connected.clear()
         if not transport.is_closing():

@@ -28,10 +28,10 @@ import logging
 import threading
 from typing import Protocol
 
+from drivers.ports import Clock
+from drivers.ratelog import RateLimitedLog
 from drivers.relay import RelayBank
 from drivers.sdnotify_client import SystemdNotifier
-from gateway.clock import Clock
-from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -234,7 +234,6 @@ class Gateway:
         from gateway.upstream import UpstreamSync
 
         self.sync = UpstreamSync(self)
-        from gateway.automation.config import automation_config_from_dict
         from gateway.automation.service import AutomationService
 
         self.automation = AutomationService(
@@ -246,7 +245,7 @@ class Gateway:
             zones=self.settings.zones,
             recipes=self.settings.recipes,
             timezone=self.settings.gateway.timezone,
-            config=automation_config_from_dict(self.settings.automation),
+            config=self.settings.automation,
             metrics=self.metrics,
         )
         # The scheduler drives the water-cycle/recirculation ticks like every other periodic job.

@@ -1,5 +1,6 @@
 """Time sources: monotonic for safety timeouts, wall time for schedules and timestamps.
 
+``SystemClock`` is defined in ``drivers/ports.py`` (the lowest layer) and re-exported here.
 Everything with a timer takes a ``Clock`` so tests drive it with ``ManualClock`` in milliseconds.
 """
 
@@ -8,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import time
 from datetime import UTC, datetime
 from typing import Protocol
+
+from drivers.ports import SystemClock
+
+__all__ = ["Clock", "ManualClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -31,26 +35,6 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None:
         """Suspend the caller for ``seconds`` of this clock's time."""
         ...
-
-
-class SystemClock:
-    """The real clock of the machine."""
-
-    def monotonic(self) -> float:
-        """Return ``time.monotonic()``."""
-        return time.monotonic()
-
-    def time(self) -> float:
-        """Return ``time.time()``."""
-        return time.time()
-
-    def now(self) -> datetime:
-        """Return the current UTC datetime."""
-        return datetime.now(UTC)
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep on the event loop."""
-        await asyncio.sleep(seconds)
 
 
 class ManualClock:

@@ -21,6 +21,7 @@ from gateway.ratelog import RateLimitedLog
 from gateway.router import RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig
 from gateway.store.db import Database
+from gateway.water.config import water_cycle_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,11 @@ class Registry:
         now = self._clock.time()
         async with self._db.transaction() as conn:
             for zone in zones:
+                water_cycle = water_cycle_to_dict(zone.water_cycle) if zone.water_cycle is not None else {}
                 await conn.execute(
                     "INSERT INTO zones(uid, name, settings, created_at) VALUES (?,?,?,?)"
                     " ON CONFLICT(uid) DO UPDATE SET name=excluded.name, settings=excluded.settings",
-                    (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": zone.water_cycle}), now),
+                    (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": water_cycle}), now),
                 )
         self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
         self._assign_by_hw = {n.hardware_id: n for n in nodes}

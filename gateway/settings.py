@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, field_validator, model_validator
+
+from drivers.config import ConfigProblems, HardwareConfig
+from gateway.automation.config import AutomationConfig, AutomationConfigError, automation_config_from_dict
+from gateway.automation.recipes import Recipe, RecipeError, assignment_for, recipe_from_dict
+from gateway.water.config import ConfigError, WaterCycleConfig, water_cycle_from_dict
 
 
 class SettingsError(Exception):
@@ -163,75 +169,6 @@ class UpstreamSection(_Section):
     db_budget_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
 
 
-class RelayChannel(_Section):
-    """A pump wired to a gateway GPIO relay."""
-
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
-    zone: str
-    role: Literal["recirc", "drain", "fill", "irrigation", "dosing_ph", "dosing_ec", "other"] = "other"
-    pin: int | str
-    fail_safe_mode: Literal["NC", "NO"]
-    relay_logic: Literal["active_open", "active_close"]
-    active_high: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RelayChannel:
-        expected = "active_open" if self.fail_safe_mode == "NC" else "active_close"
-        if self.relay_logic != expected:
-            raise ValueError(f"{self.fail_safe_mode} relay needs relay_logic = {expected!r}")
-        return self
-
-
-class INA209Device(_Section):
-    """An INA209 measuring one relay channel's pump current."""
-
-    channel: str
-    bus: int = 1
-    address: int = Field(default=0x40, ge=0x40, le=0x4F)
-    shunt_ohms: float = Field(default=0.1, gt=0)
-    max_expected_amps: float = Field(default=2.0, gt=0)
-    warning_amps: float = Field(default=1.2, gt=0)
-    critical_amps: float = Field(default=1.5, gt=0)
-
-
-class WatchdogSection(_Section):
-    """Relay watchdog: heartbeat GPIO for the external dead-man circuit.
-
-    Production with gateway relays requires ``heartbeat_pin`` unless ``external_watchdog = false`` says
-    explicitly that no dead-man circuit is fitted (then ``Settings.no_external_watchdog`` is True and the
-    gateway raises the warning alert ``infra_no_external_watchdog`` at start).
-    """
-
-    heartbeat_pin: int | str | None = None
-    timeout_s: float = Field(default=2.0, gt=0)
-    external_watchdog: bool | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> WatchdogSection:
-        if self.external_watchdog is True and self.heartbeat_pin is None:
-            raise ValueError("external_watchdog = true needs the heartbeat_pin that feeds it")
-        if self.external_watchdog is False and self.heartbeat_pin is not None:
-            raise ValueError("heartbeat_pin is set but external_watchdog = false; remove one of them")
-        return self
-
-
-class SerialPort(_Section):
-    """A UART/RS-485 line with nodes speaking the firmware contracts."""
-
-    port: str
-    baudrate: int = 115200
-
-
-class HardwareSection(_Section):
-    """Gateway-attached hardware; ``sim`` uses register-level fakes."""
-
-    backend: Literal["real", "sim"] = "real"
-    relays: tuple[RelayChannel, ...] = ()
-    ina209: tuple[INA209Device, ...] = ()
-    watchdog: WatchdogSection = WatchdogSection()
-    serial: tuple[SerialPort, ...] = ()
-
-
 class SafetySection(_Section):
     """Safety loop timing and default limits per pump channel."""
 
@@ -248,6 +185,15 @@ class SafetySection(_Section):
     failure_window_s: float = Field(default=3600.0, gt=0)
     # NC pumps: the longest OFF without an explicit lease when the zone's water_cycle names no max_recirc_off
     max_nc_off_s: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SafetySection:
+        if self.overcurrent_a <= self.idle_current_a:
+            raise ConfigProblems([
+                f"safety.overcurrent_a: {self.overcurrent_a} A must be above safety.idle_current_a"
+                f" ({self.idle_current_a} A), or every running pump trips"
+            ])
+        return self
 
 
 class ActuatorRef(_Section):
@@ -266,12 +212,47 @@ class ActuatorRef(_Section):
 ACTUATOR_ROLES = ("recirc", "drain", "fill", "irrigation", "light", "ph_down", "ph_up", "nutrient_a", "nutrient_b")
 
 
+def _water_cycle(value: object) -> WaterCycleConfig | None:
+    """A zone's ``water_cycle`` table (or an already parsed one); empty or absent means none is configured."""
+    if value is None or isinstance(value, WaterCycleConfig):
+        return value
+    if isinstance(value, dict) and not value:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError("water_cycle", "must be a table/object")
+    return water_cycle_from_dict(value)
+
+
+def _recipes(value: object) -> dict[str, Recipe]:
+    """The ``[recipes]`` tables, name → Recipe (already parsed ones pass through)."""
+    if not isinstance(value, dict):
+        raise RecipeError("recipes", "must be a table/object of recipes")
+    return {
+        name: body if isinstance(body, Recipe) else recipe_from_dict(str(name), body) for name, body in value.items()
+    }
+
+
+def _automation(value: object) -> AutomationConfig:
+    """The ``[automation]`` table (or an already parsed one)."""
+    if isinstance(value, AutomationConfig):
+        return value
+    if not isinstance(value, dict):
+        raise AutomationConfigError("automation", "expected a table/object")
+    return automation_config_from_dict(value)
+
+
+# The domain sections are parsed by their own modules (errors name the key path); pydantic only holds them.
+WaterCycleField = Annotated[WaterCycleConfig | None, PlainValidator(_water_cycle)]
+RecipesField = Annotated[dict[str, Recipe], PlainValidator(_recipes)]
+AutomationField = Annotated[AutomationConfig, PlainValidator(_automation)]
+
+
 class ZoneConfig(_Section):
     """A zone (tank + its pumps) of this greenhouse."""
 
     uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     name: str = ""
-    water_cycle: dict[str, Any] = Field(default_factory=dict)
+    water_cycle: WaterCycleField = None
     actuators: dict[str, ActuatorRef] = Field(default_factory=dict)
     tank_volume_l: float = Field(default=200.0, gt=0)
     recipe: str | None = None
@@ -306,12 +287,12 @@ class Settings(_Section):
     nodes_health: NodesSection = NodesSection()
     commands: CommandsSection = CommandsSection()
     upstream: UpstreamSection = UpstreamSection()
-    hardware: HardwareSection = HardwareSection()
+    hardware: HardwareConfig = HardwareConfig()
     safety: SafetySection = SafetySection()
     zones: tuple[ZoneConfig, ...] = ()
     nodes: tuple[NodeConfig, ...] = ()
-    recipes: dict[str, Any] = Field(default_factory=dict)
-    automation: dict[str, Any] = Field(default_factory=dict)
+    recipes: RecipesField = Field(default_factory=dict)
+    automation: AutomationField = Field(default_factory=AutomationConfig)
     source: str = "<built-in>"
 
     @property
@@ -345,9 +326,18 @@ def _read_secret(path: Path, key: str, source: str) -> str:
 
 
 def _format_errors(exc: ValidationError, source: str) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
+        problems = err.get("ctx", {}).get("error")
+        if isinstance(problems, ConfigProblems):  # already one keyed line per mistake
+            lines.extend(f"{line} ({source})" for line in problems.problems)
+            continue
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if isinstance(problems, ConfigError | RecipeError | AutomationConfigError):
+            # their paths start at the section name (``water_cycle.recirc…``, ``recipes.x…``, ``automation.…``)
+            parent = ".".join(str(p) for p in err["loc"][:-1])
+            lines.append(f"{parent + '.' if parent else ''}{problems} ({source})")
+            continue
         lines.append(f"{key}: {err['msg']} ({source})")
     return lines
 
@@ -367,10 +357,12 @@ def _read_password_file(path: Path, source: str) -> tuple[BrokerUser, ...]:
     return tuple(users)
 
 
-def _resolve_secrets(settings: Settings) -> Settings:
-    """Load secret files named in the config and enforce production rules."""
+def _resolve_secrets(settings: Settings, problems: list[str], bad_recipes: set[str]) -> Settings:
+    """Load secret files named in the config and enforce production rules and cross-references.
+
+    ``problems`` are those already found in the domain sections (reported together with these).
+    """
     src = settings.source
-    problems: list[str] = []
     web, upstream, broker = settings.web, settings.upstream, settings.broker
     if web.admin_token is None and web.admin_token_file is not None:
         web = web.model_copy(update={"admin_token": _read_secret(web.admin_token_file, "web.admin_token_file", src)})
@@ -399,7 +391,9 @@ def _resolve_secrets(settings: Settings) -> Settings:
         problems.append(f"upstream.ca_file: {upstream.ca_file} does not exist ({src})")
     zone_uids = {z.uid for z in settings.zones}
     for i, relay in enumerate(settings.hardware.relays):
-        if relay.zone not in zone_uids:
+        if relay.zone is None:
+            problems.append(f"hardware.relays.{i}.zone: required: the zone whose pump this relay switches ({src})")
+        elif relay.zone not in zone_uids:
             problems.append(f"hardware.relays.{i}.zone: unknown zone {relay.zone!r} ({src})")
     for i, node in enumerate(settings.nodes):
         if node.zone is not None and node.zone not in zone_uids:
@@ -407,111 +401,82 @@ def _resolve_secrets(settings: Settings) -> Settings:
     relay_names = {r.name for r in settings.hardware.relays}
     node_uids = {n.uid for n in settings.nodes}
     for i, zone in enumerate(settings.zones):
-        problems.extend(_water_cycle_problems(zone, i, src))
         for role, ref in zone.actuators.items():
             if ref.node_uid is None and ref.channel not in relay_names:
                 problems.append(f"zones.{i}.actuators.{role}.channel: no hardware relay named {ref.channel!r} ({src})")
             if ref.node_uid is not None and ref.node_uid not in node_uids:
                 problems.append(f"zones.{i}.actuators.{role}.node_uid: unknown node {ref.node_uid!r} ({src})")
-    problems.extend(_automation_problems(settings, src))
-    problems.extend(hardware_problems(settings, src))
+    problems.extend(_assignment_problems(settings, bad_recipes, src))
     for i, dev in enumerate(settings.hardware.ina209):
-        if dev.channel not in relay_names:
-            problems.append(f"hardware.ina209.{i}.channel: no hardware relay named {dev.channel!r} ({src})")
+        if dev.channel is None:  # the drivers allow a free-standing monitor; the gateway supervises pumps
+            problems.append(f"hardware.ina209.{i}.channel: required: the relay whose pump current it measures ({src})")
     if problems:
         raise SettingsError(problems)
     return settings.model_copy(update={"web": web, "upstream": upstream, "broker": broker})
 
 
-def _pin_key(pin: int | str) -> str:
-    """One spelling per GPIO: 17, "17", "GPIO17" and "BCM17" are the same pin (BOARD numbers stay apart)."""
-    text = str(pin).strip().upper()
-    for prefix in ("GPIO", "BCM"):
-        if text.startswith(prefix) and text[len(prefix):].isdigit():
-            return str(int(text[len(prefix):]))
-    return str(int(text)) if text.isdigit() else text
-
-
-def hardware_problems(settings: Settings, src: str) -> list[str]:
-    """Cross-field mistakes a technician makes wiring the config: pins used twice, inconsistent current limits."""
-    hw, safety = settings.hardware, settings.safety
+def _assignment_problems(settings: Settings, bad_recipes: set[str], src: str) -> list[str]:
     problems = []
-    used: dict[str, str] = {}
-    names: dict[str, int] = {}
-    for i, relay in enumerate(hw.relays):
-        key = _pin_key(relay.pin)
-        if key in used:
-            problems.append(
-                f"hardware.relays.{i}.pin: GPIO {key} of relay {relay.name!r} is already {used[key]}"
-                " (two relays on one pin switch together)"
-            )
-        else:
-            used[key] = f"hardware.relays.{i}.pin (relay {relay.name!r})"
-        if relay.name in names:
-            first = names[relay.name]
-            problems.append(f"hardware.relays.{i}.name: {relay.name!r} is also hardware.relays.{first}.name")
-        names.setdefault(relay.name, i)
-    beat = hw.watchdog.heartbeat_pin
-    if beat is not None and _pin_key(beat) in used:
-        problems.append(
-            f"hardware.watchdog.heartbeat_pin: GPIO {_pin_key(beat)} is also {used[_pin_key(beat)]}"
-            " (the heartbeat would toggle a pump)"
-        )
-    if safety.overcurrent_a <= safety.idle_current_a:
-        problems.append(
-            f"safety.overcurrent_a: {safety.overcurrent_a} A must be above safety.idle_current_a"
-            f" ({safety.idle_current_a} A), or every running pump trips"
-        )
-    for i, dev in enumerate(hw.ina209):
-        if dev.critical_amps > dev.max_expected_amps:
-            problems.append(
-                f"hardware.ina209.{i}.critical_amps: {dev.critical_amps} A is above"
-                f" hardware.ina209.{i}.max_expected_amps ({dev.max_expected_amps} A): the chip cannot measure up to"
-                " its own trip point"
-            )
-        if dev.warning_amps > dev.critical_amps:
-            problems.append(
-                f"hardware.ina209.{i}.warning_amps: {dev.warning_amps} A is above"
-                f" hardware.ina209.{i}.critical_amps ({dev.critical_amps} A)"
-            )
-    return [f"{p} ({src})" for p in problems]
-
-
-def _water_cycle_problems(zone: ZoneConfig, index: int, src: str) -> list[str]:
-    if not zone.water_cycle:
-        return []
-    from gateway.water.config import ConfigError, water_cycle_from_dict
-
-    try:
-        water_cycle_from_dict(zone.water_cycle)
-    except ConfigError as exc:
-        return [f"zones.{index}.{exc} ({src})"]
-    return []
-
-
-def _automation_problems(settings: Settings, src: str) -> list[str]:
-    from gateway.automation.config import automation_config_from_dict
-    from gateway.automation.recipes import RecipeError, recipe_problems
-
-    problems = [f"{line} ({src})" for line in
-                recipe_problems([(z.recipe, z.recipe_start) for z in settings.zones], settings.recipes)]
-    try:
-        automation_config_from_dict(settings.automation)
-    except (RecipeError, ValueError) as exc:
-        problems.append(f"{exc} ({src})")
+    for i, zone in enumerate(settings.zones):
+        if zone.recipe is not None and zone.recipe in bad_recipes:
+            continue  # the recipe itself is already reported
+        try:
+            assignment_for(zone.recipe, zone.recipe_start, settings.recipes, f"zones.{i}")
+        except RecipeError as exc:
+            problems.append(f"{exc} ({src})")
     return problems
 
 
-def settings_from_mapping(data: dict[str, Any], source: str = "<built-in>") -> Settings:
+def _parse_sections(data: Mapping[str, object], src: str) -> tuple[dict[str, object], list[str], set[str]]:
+    """Parse the domain sections (water cycles, recipes, automation) once, collecting every problem.
+
+    Returns ``data`` with those sections replaced by their parsed objects (a broken one by its empty
+    default, so the rest of the config is still checked and all problems are reported together), the
+    problems, and the names of the recipes that failed.
+    """
+    out = dict(data)
+    problems: list[str] = []
+    zones = out.get("zones")
+    if isinstance(zones, list):
+        out["zones"] = zones = [dict(z) if isinstance(z, dict) else z for z in zones]
+        for i, zone in enumerate(zones):
+            if isinstance(zone, dict) and "water_cycle" in zone:
+                try:
+                    zone["water_cycle"] = _water_cycle(zone["water_cycle"])
+                except ConfigError as exc:
+                    problems.append(f"zones.{i}.{exc} ({src})")
+                    zone["water_cycle"] = None
+    bad_recipes: set[str] = set()
+    recipes = out.get("recipes")
+    if isinstance(recipes, dict):
+        parsed: dict[str, Recipe] = {}
+        for name, body in recipes.items():
+            try:
+                parsed[name] = _recipes({name: body})[name]
+            except RecipeError as exc:
+                problems.append(f"{exc} ({src})")
+                bad_recipes.add(name)
+        out["recipes"] = parsed
+    if "automation" in out:
+        try:
+            out["automation"] = _automation(out["automation"])
+        except ValueError as exc:  # AutomationConfigError, or a dosing value its own checks refuse
+            problems.append(f"{exc} ({src})")
+            out["automation"] = AutomationConfig()
+    return out, problems, bad_recipes
+
+
+def settings_from_mapping(data: Mapping[str, object], source: str = "<built-in>") -> Settings:
     """Validate a parsed config mapping (TOML tables) into Settings."""
+    data, problems, bad_recipes = _parse_sections(data, source)
     try:
         settings = Settings.model_validate({**data, "source": source})
     except ValidationError as exc:
-        raise SettingsError(_format_errors(exc, source)) from exc
-    return _resolve_secrets(settings)
+        raise SettingsError(problems + _format_errors(exc, source)) from exc
+    return _resolve_secrets(settings, problems, bad_recipes)
 
 
-def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(path: Path, overrides: Mapping[str, object] | None = None) -> Settings:
     """Read and validate a TOML config file; ``overrides`` are dotted keys from the command line."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -522,14 +487,16 @@ def load_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settin
     return settings_from_mapping(apply_overrides(data, overrides or {}), str(path))
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def apply_overrides(data: Mapping[str, object], overrides: Mapping[str, object]) -> dict[str, object]:
     """Return a copy of ``data`` with dotted-key overrides applied (``broker.port`` → data['broker']['port'])."""
-    result: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    result: dict[str, object] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for dotted, value in overrides.items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
         table = result.setdefault(section, {})
+        if not isinstance(table, dict):  # a scalar where a table belongs: pydantic names it
+            continue
         table[key] = value
     return result
 

@@ -8,6 +8,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
+from gateway.automation.recipes import recipes_from_mapping
 from gateway.commands import CommandRefused
 from gateway.settings import NodeConfig, ZoneConfig
 from sync.client import UpstreamClient
@@ -194,7 +195,7 @@ class UpstreamSync:
         if water is not None:
             water.update_configs({z.uid: z.water_cycle for z in zones if z.water_cycle})
         try:
-            self.gw.automation.apply_config(zones, recipes_from_upstream(doc.get("recipes", [])))
+            self.gw.automation.apply_config(zones, recipes_from_mapping(recipes_from_upstream(doc.get("recipes", []))))
         except ValueError as exc:  # RecipeError: keep the previous recipes
             await self._config_rejected([str(exc)])
             return

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -49,7 +48,7 @@ class ConfigFetch:
 
     status: int
     etag: str | None
-    config: Any
+    config: dict[str, object] | None
 
 
 class UpstreamError(Exception):
@@ -201,7 +200,7 @@ class UpstreamClient:
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             raise UpstreamError(f"GET config: {type(exc).__name__}: {exc}") from exc
 
-    async def pending_commands(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def pending_commands(self, limit: int = 50) -> list[dict[str, object]]:
         """Commands waiting for this gateway (not yet claimed)."""
         try:
             async with self.session.get(self._url("commands", "pending"), params={"limit": str(limit)}) as resp:

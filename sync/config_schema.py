@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 
 
 @cache
-def config_schema() -> dict[str, Any]:
+def config_schema() -> dict[str, object]:
     """The bundled JSON Schema of the gateway config."""
     text = resources.files("sync").joinpath("schemas/config.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, object] = json.loads(text)
     return schema
 
 
@@ -30,13 +30,13 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(config_schema())
 
 
-def validate_config(doc: Any) -> list[str]:
+def validate_config(doc: object) -> list[str]:
     """Every problem found (empty list = valid); each names the JSON path."""
     problems = [
         f"{'/'.join(str(p) for p in err.absolute_path) or '<root>'}: {err.message}"
         for err in sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     ]
-    if problems:
+    if problems or not isinstance(doc, dict):  # the schema allows only an object at the root
         return problems
     return _cross_references(doc)
 

@@ -8,12 +8,11 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
-from gateway.clock import Clock, SystemClock
-from gateway.store.db import Database
 from sync.client import UpstreamClient, UpstreamError
 from sync.config_schema import validate_config
+from sync.ports import Clock, Database, SystemClock
 from sync.reachability import Reachability
 from sync.storage_errors import storage_error_text
 from sync.streams import COMMAND_STATUS
@@ -23,9 +22,20 @@ log = logging.getLogger(__name__)
 CONFIG_KEY = "downlink.config"
 ETAG_KEY = "downlink.config_etag"
 
-OnConfig = Callable[[dict[str, Any]], Awaitable[None]]
+class DownlinkStatus(TypedDict):
+    """What the status page shows of the downlink."""
+
+    config_version: object  # the accepted document's "version", as upstream sent it
+    config_error: str | None
+    config_fetched_at: float | None
+    commands_error: str | None
+    commands_submitted: int
+    last_poll_at: float | None
+
+
+OnConfig = Callable[[dict[str, object]], Awaitable[None]]
 OnConfigRejected = Callable[[list[str]], Awaitable[None]]
-SubmitCommand = Callable[[dict[str, Any]], Awaitable[str]]
+SubmitCommand = Callable[[dict[str, object]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,10 @@ class Downlink:
         self.on_config = on_config
         self.on_config_rejected = on_config_rejected
         self.submit_command = submit_command
-        self.config: dict[str, Any] | None = None
+        self.config: dict[str, object] | None = None
         self._etag: str | None = None  # of the last document received, good or rejected
         self._good_etag: str | None = None
-        self._status: dict[str, Any] = {"config_version": None, "config_error": None, "config_fetched_at": None,
+        self._status: DownlinkStatus = {"config_version": None, "config_error": None, "config_fetched_at": None,
                                         "commands_error": None, "commands_submitted": 0, "last_poll_at": None}
 
     async def run(self) -> None:
@@ -79,7 +89,7 @@ class Downlink:
             await job()
             await self.clock.sleep(period)
 
-    async def load_last_good(self) -> dict[str, Any] | None:
+    async def load_last_good(self) -> dict[str, object] | None:
         """Hand the last good config from kv_state to ``on_config`` (so a restart offline still works)."""
         row = await self.db.fetchone("SELECT value FROM kv_state WHERE key = ?", (CONFIG_KEY,))
         etag = await self.db.fetchone("SELECT value FROM kv_state WHERE key = ?", (ETAG_KEY,))
@@ -118,7 +128,8 @@ class Downlink:
                 except Exception:
                     log.exception("on_config_rejected hook failed")
             return False
-        config: dict[str, Any] = fetched.config
+        config = fetched.config
+        assert config is not None  # validate_config refuses anything but a JSON object
         try:
             await self._store(config, fetched.etag)
         except sqlite3.OperationalError as exc:
@@ -131,7 +142,7 @@ class Downlink:
         await self._apply(config)
         return True
 
-    async def _apply(self, config: dict[str, Any]) -> None:
+    async def _apply(self, config: dict[str, object]) -> None:
         """Hand a config to the lead's hook; a failing hook is logged and shown, the config stays stored."""
         if self.on_config is None:
             return
@@ -141,7 +152,7 @@ class Downlink:
             log.exception("on_config hook failed")
             self._status["config_error"] = f"apply failed: {exc}"
 
-    async def _store(self, config: dict[str, Any], etag: str | None) -> None:
+    async def _store(self, config: dict[str, object], etag: str | None) -> None:
         now = self.clock.time()
         upsert = ("INSERT INTO kv_state (key, value, updated_at) VALUES (?, ?, ?)"
                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")
@@ -195,7 +206,7 @@ class Downlink:
         row = await self.db.fetchone("SELECT state FROM sync_pulled_commands WHERE cmd_id = ?", (cmd_id,))
         return row is not None and row[0] != "claiming"
 
-    async def _claim_and_submit(self, cmd: dict[str, Any]) -> int:
+    async def _claim_and_submit(self, cmd: dict[str, object]) -> int:
         """The row is 'claiming' before this runs, so a crash anywhere here never submits twice."""
         cmd_id = str(cmd["cmd_id"])
         if not await self.client.claim_command(cmd_id):
@@ -219,7 +230,7 @@ class Downlink:
         self._status["commands_submitted"] += 1
         return 1
 
-    def _problem(self, cmd: dict[str, Any]) -> str | None:
+    def _problem(self, cmd: dict[str, object]) -> str | None:
         if not isinstance(cmd.get("cmd"), str) or not cmd["cmd"]:
             return "invalid_command"
         expires = cmd.get("expires_at")
@@ -233,7 +244,7 @@ class Downlink:
             (state, submit_status, self.clock.time(), cmd_id),
         )
 
-    async def _report_failure(self, cmd: dict[str, Any], error_code: str) -> None:
+    async def _report_failure(self, cmd: dict[str, object], error_code: str) -> None:
         """A command refused before the command lifecycle saw it still gets a status upstream.
 
         Same body shape as the command_status rows of gateway/commands.py (a commands row).
@@ -248,6 +259,6 @@ class Downlink:
             (COMMAND_STATUS, json.dumps(body), now),
         )
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """JSON-ready snapshot."""
         return {**self._status, "config_etag": self._good_etag}

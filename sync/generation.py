@@ -22,17 +22,40 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Required, TypedDict
 
-from gateway.store.db import Database
+from sync.ports import Database
 from sync.streams import ALL_STREAMS, TELEMETRY, ZONE_EVENTS, StreamSpec
 
 log = logging.getLogger(__name__)
 
-OnRollback = Callable[[dict[str, Any]], Awaitable[None]]
+OnRollback = Callable[[dict[str, object]], Awaitable[None]]
+
+
+class StreamLoss(TypedDict, total=False):
+    """One stream in a rollback report: where the marks were and what can no longer be sent.
+
+    A stream that upstream later shows to be behind too is added with ``acknowledged`` and ``cursor`` only.
+    """
+
+    local_head: int
+    acknowledged: int
+    last_seen: int
+    cursor: int
+    lost_seq: list[int]  # [first, last] of the sequence numbers lost with the rollback
+
+
+class RollbackReport(TypedDict, total=False):
+    """What ``SequenceGuard`` found and did when the database was rolled back (JSON-ready)."""
+
+    source: Required[str]  # "side_file" or "upstream": who knew more than the database
+    old_generation: Required[str]
+    new_generation: Required[str]
+    streams: Required[dict[str, StreamLoss]]
+    side_file_generation: str
 Heads = Callable[[], Awaitable[dict[str, int]]]
 
 
@@ -67,7 +90,7 @@ class SideFile:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> dict[str, object] | None:
         """The last document written, or None if missing or unreadable (logged)."""
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
@@ -81,7 +104,7 @@ class SideFile:
             return None
         return doc
 
-    def write(self, doc: dict[str, Any]) -> None:
+    def write(self, doc: Mapping[str, object]) -> None:
         """Replace the file atomically; a power cut leaves the old or the new version, never half of one."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         data = json.dumps(doc, sort_keys=True).encode()
@@ -116,7 +139,7 @@ class SequenceGuard:
     on_rollback: OnRollback | None = None
     streams: tuple[str, ...] = tuple(s.name for s in ALL_STREAMS)
     marks: dict[str, _Mark] = field(default_factory=dict)
-    report: dict[str, Any] | None = None  # the last rollback handled (JSON-ready)
+    report: RollbackReport | None = None  # the last rollback handled
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -140,7 +163,7 @@ class SequenceGuard:
         if changed:
             self._dirty.set()
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> dict[str, object]:
         """What the side file holds now."""
         return {
             "generation": self.db.generation,
@@ -179,14 +202,15 @@ class SequenceGuard:
                 await asyncio.sleep(min_interval_s)
 
     # ---- rollback detection --------------------------------------------------------------------
-    async def check_local(self, upstream: dict[str, int] | None = None) -> dict[str, Any] | None:
+    async def check_local(self, upstream: dict[str, int] | None = None) -> RollbackReport | None:
         """Compare the database with the side file (and upstream's marks when known already); handle a
         rollback. Returns the report if there was one."""
         if self.side is None or self.start is None:
             return None
         doc = self.side.load()
         seen: dict[str, tuple[int, int]] = {}
-        for name, mark in ((doc or {}).get("streams") or {}).items():
+        marks = doc.get("streams") if doc is not None else None
+        for name, mark in (marks.items() if isinstance(marks, dict) else ()):
             if isinstance(mark, dict):
                 seen[str(name)] = (_int(mark.get("cursor")), _int(mark.get("head")))
         if self.start.created or doc is None:
@@ -214,7 +238,7 @@ class SequenceGuard:
         await self.flush()
         return None
 
-    async def check_upstream(self, acked: dict[str, int]) -> dict[str, Any] | None:
+    async def check_upstream(self, acked: dict[str, int]) -> RollbackReport | None:
         """Compare the database with what upstream stored for the start generation; handle a rollback."""
         if self.start is None or self.start.created:
             return None
@@ -238,14 +262,14 @@ class SequenceGuard:
         return self.report
 
     async def _rolled_back(self, source: str, acked: dict[str, int], seen: dict[str, int],
-                           other_generation: str | None = None) -> dict[str, Any]:
+                           other_generation: str | None = None) -> RollbackReport:
         assert self.start is not None
         old = self.start.generation
         if self.db.generation == old:
             await self.db.new_generation()
         new = self.db.generation
         now = time.time()
-        streams: dict[str, Any] = {}
+        streams: dict[str, StreamLoss] = {}
         for name in self.streams:
             head = self.start.heads.get(name, 0)
             up = acked.get(name, 0)
@@ -254,14 +278,14 @@ class SequenceGuard:
             target = min(up, head)
             cursor = await self._move_cursor(name, target, now)
             lost_first, lost_last = max(head, up) + 1, last_seen
-            entry: dict[str, Any] = {"local_head": head, "acknowledged": up, "last_seen": last_seen,
+            entry: StreamLoss = {"local_head": head, "acknowledged": up, "last_seen": last_seen,
                                      "cursor": cursor}
             if lost_last >= lost_first:
                 entry["lost_seq"] = [lost_first, lost_last]
                 await self._record_gap(name, lost_first, lost_last, old, now, "db_rolled_back")
             if up > head or last_seen > head:
                 streams[name] = entry
-        report = {"source": source, "old_generation": old, "new_generation": new, "streams": streams}
+        report: RollbackReport = {"source": source, "old_generation": old, "new_generation": new, "streams": streams}
         if other_generation is not None:
             report["side_file_generation"] = other_generation
         self.report = report
@@ -270,10 +294,10 @@ class SequenceGuard:
         await self._notify(report)
         return report
 
-    async def _notify(self, report: dict[str, Any]) -> None:
+    async def _notify(self, report: RollbackReport) -> None:
         if self.on_rollback is not None:
             try:
-                await self.on_rollback(report)
+                await self.on_rollback(dict(report))
             except Exception:
                 log.exception("on_rollback hook failed")
 
@@ -324,5 +348,5 @@ class SequenceGuard:
                 )
 
 
-def _int(value: Any) -> int:
+def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -6,10 +6,9 @@ import asyncio
 import gzip
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from gateway.store.db import Database
 from sync.client import idempotency_key
+from sync.ports import Database
 from sync.streams import EncodedRow, Item, StreamSpec
 
 # ASCII output so that len(text) is the byte count the max_bytes cap is about.
@@ -175,7 +174,7 @@ async def quarantine(db: Database, batch: Batch, *, attempts: int, status: int, 
         )
 
 
-async def list_dead_letters(db: Database, stream: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+async def list_dead_letters(db: Database, stream: str | None = None, limit: int = 100) -> list[dict[str, object]]:
     """Newest quarantined batches first (without the payload), JSON-ready for the local API."""
     where, params = ("WHERE stream = ?", [stream]) if stream else ("", [])
     rows = await db.fetchall(
@@ -188,10 +187,10 @@ async def list_dead_letters(db: Database, stream: str | None = None, limit: int 
     return [dict(zip(keys, tuple(r), strict=True)) for r in rows]
 
 
-async def dead_letter_payload(db: Database, dead_letter_id: int) -> dict[str, Any] | None:
+async def dead_letter_payload(db: Database, dead_letter_id: int) -> dict[str, object] | None:
     """The decoded batch of one dead letter (for inspection or a manual re-drive)."""
     row = await db.fetchone("SELECT payload FROM sync_dead_letters WHERE id = ?", (dead_letter_id,))
     if row is None:
         return None
-    doc: dict[str, Any] = json.loads(gzip.decompress(row[0]))
+    doc: dict[str, object] = json.loads(gzip.decompress(row[0]))
     return doc

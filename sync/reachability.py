@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from gateway.clock import Clock, SystemClock
+from sync.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class Reachability:
         finally:
             self._running = False
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """JSON-ready snapshot."""
         return {
             "unreachable": self._flagged,
@@ -87,7 +86,7 @@ class Reachability:
         }
 
 
-async def _call(hook: Callable[..., Awaitable[None]] | None, *args: Any) -> None:
+async def _call(hook: Callable[..., Awaitable[None]] | None, *args: object) -> None:
     """Run a hook; a failing hook is logged, it must not stop the sync."""
     if hook is None:
         return

@@ -18,11 +18,9 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any
 
-from gateway.clock import Clock, SystemClock
-from gateway.store.db import Database
 from sync.outbox import cursor_positions
+from sync.ports import Clock, Database, SystemClock
 from sync.storage_errors import storage_error_text
 from sync.streams import OUTBOX_STREAMS, TELEMETRY, ZONE_EVENTS
 
@@ -88,7 +86,7 @@ async def used_bytes(db: Database) -> int:
     return (pages - free) * size
 
 
-async def list_gaps(db: Database, limit: int = 100) -> list[dict[str, Any]]:
+async def list_gaps(db: Database, limit: int = 100) -> list[dict[str, object]]:
     """Recorded telemetry gaps, newest first (JSON-ready for the local API)."""
     rows = await db.fetchall(
         "SELECT id, stream, first_seq, last_seq, count, first_ts, last_ts, reason, created_at"
@@ -142,7 +140,7 @@ class Retention:
                     fut.cancel()
         self._kick.clear()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """Last pass and the current level, JSON-ready."""
         return {
             "level": self.level.value,
@@ -193,7 +191,7 @@ class Retention:
         )
         await self.db.execute("DELETE FROM sync_gaps WHERE created_at < ?", (cutoff,))
 
-    async def _chunked(self, sql: str, params: tuple[Any, ...], *, until_bytes: int | None = None) -> int:
+    async def _chunked(self, sql: str, params: tuple[object, ...], *, until_bytes: int | None = None) -> int:
         """Repeat a ``LIMIT ?`` delete in short transactions; stop early once under ``until_bytes``."""
         total = 0
         while True:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -65,7 +64,7 @@ class SyncStatus:
     quarantined_rows: int = 0
     meter: RateMeter = field(default_factory=RateMeter)
 
-    def to_dict(self, now_wall: float, now_mono: float) -> dict[str, Any]:
+    def to_dict(self, now_wall: float, now_mono: float) -> dict[str, object]:
         """Snapshot for /api/status and /metrics."""
         rate = self.meter.value(now_mono)
         age = None if self.oldest_unsynced_at is None else max(0.0, now_wall - self.oldest_unsynced_at)

@@ -6,11 +6,10 @@ import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from gateway.store.db import Database
+from sync.ports import Database
 
-Item = dict[str, Any]
+Item = dict[str, object]
 Fetch = Callable[[Database, int, int], Awaitable[list[tuple[int, Item]]]]
 Backlog = Callable[[Database, int], Awaitable[tuple[int, float | None]]]
 # (seq, item already encoded as JSON text, gateway time of the row)
@@ -148,7 +147,7 @@ def outbox_stream(name: str, default_max_rows: int = 500) -> StreamSpec:
     return StreamSpec(name=name, fetch=fetch, backlog=backlog, default_max_rows=default_max_rows, head=head)
 
 
-def _body(text: str) -> Any:
+def _body(text: str) -> object:
     """Decode an outbox body; a corrupt one is sent as a string so the receiver can reject just that row."""
     try:
         return json.loads(text)

@@ -10,12 +10,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.clock import Clock, SystemClock
-from gateway.store.db import Database
 from sync.backoff import Backoff, parse_retry_after
 from sync.client import BatchResult, Outcome, UpstreamClient, UpstreamError
 from sync.generation import SequenceGuard
 from sync.outbox import Batch, load_cursor, quarantine, read_batch, record_success
+from sync.ports import Clock, Database, SystemClock
 from sync.reachability import Reachability
 from sync.status import SyncStatus
 from sync.storage_errors import storage_error_text
@@ -24,7 +23,7 @@ from sync.streams import ALL_STREAMS, TELEMETRY, StreamSpec
 log = logging.getLogger(__name__)
 
 OnStorageError = Callable[[str], Awaitable[None]]
-OnConflict = Callable[[dict[str, Any]], Awaitable[None]]
+OnConflict = Callable[[dict[str, object]], Awaitable[None]]
 
 
 @dataclass(frozen=True)

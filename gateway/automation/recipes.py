@@ -26,7 +26,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time
-from typing import Any
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 PH_LIMITS = (0.0, 14.0)
@@ -160,7 +159,7 @@ class Assignment:
 class _Reader:
     """Reads one mapping and reports errors with its key path."""
 
-    value: Any
+    value: object
     path: str
     allowed: frozenset[str] = field(default_factory=frozenset)
 
@@ -174,11 +173,12 @@ class _Reader:
     def p(self, key: str) -> str:
         return f"{self.path}.{key}"
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> object:
+        assert isinstance(self.value, Mapping)  # checked in __post_init__
         return self.value.get(key)
 
 
-def _number(value: Any, path: str, lo: float, hi: float) -> float:
+def _number(value: object, path: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RecipeError(path, f"expected a number, got {value!r}")
     if not lo <= float(value) <= hi:
@@ -186,7 +186,7 @@ def _number(value: Any, path: str, lo: float, hi: float) -> float:
     return float(value)
 
 
-def parse_hhmm(value: Any, path: str) -> time:
+def parse_hhmm(value: object, path: str) -> time:
     """Parse "HH:MM" (24 h) or raise RecipeError naming ``path``."""
     if not isinstance(value, str) or not _HHMM.match(value.strip()):
         raise RecipeError(path, f"expected a time as 'HH:MM', got {value!r}")
@@ -194,7 +194,7 @@ def parse_hhmm(value: Any, path: str) -> time:
     return time(int(hh), int(mm))
 
 
-def _range(value: Any, path: str, limits: tuple[float, float]) -> Range:
+def _range(value: object, path: str, limits: tuple[float, float]) -> Range:
     r = _Reader(value, path, frozenset({"min", "max"}))
     if r.get("min") is None or r.get("max") is None:
         raise RecipeError(path, "needs both 'min' and 'max'")
@@ -211,7 +211,7 @@ def _targets(r: _Reader) -> Targets:
     return Targets(ph, ec)
 
 
-def _window(value: Any, path: str, start_key: str, end_key: str) -> Window:
+def _window(value: object, path: str, start_key: str, end_key: str) -> Window:
     r = _Reader(value, path, frozenset({start_key, end_key}))
     for key in (start_key, end_key):
         if r.get(key) is None:
@@ -222,7 +222,7 @@ def _window(value: Any, path: str, start_key: str, end_key: str) -> Window:
     return Window(start, end)
 
 
-def _times(value: Any, path: str) -> list[tuple[str, time]]:
+def _times(value: object, path: str) -> list[tuple[str, time]]:
     """A "08:00" / "12:00,18:00" string or a list of such strings → [(path, time)]."""
     if isinstance(value, str):
         parts = [(path, s) for s in value.split(",")]
@@ -235,7 +235,7 @@ def _times(value: Any, path: str) -> list[tuple[str, time]]:
     return [(p, parse_hhmm(s.strip() if isinstance(s, str) else s, p)) for p, s in parts]
 
 
-def _irrigation(value: Any, path: str) -> tuple[Irrigation, ...]:
+def _irrigation(value: object, path: str) -> tuple[Irrigation, ...]:
     runs: list[tuple[str, Irrigation]] = []
     if isinstance(value, Mapping):
         r = _Reader(value, path, frozenset({"times", "duration_s"}))
@@ -264,7 +264,7 @@ def _irrigation(value: Any, path: str) -> tuple[Irrigation, ...]:
 _PHASE_KEYS = frozenset({"name", "start_day", "ph", "ec", "irrigation", "lights", "day", "night"})
 
 
-def _phase(value: Any, path: str) -> Phase:
+def _phase(value: object, path: str) -> Phase:
     r = _Reader(value, path, _PHASE_KEYS)
     start_day = r.get("start_day")
     if isinstance(start_day, bool) or not isinstance(start_day, int) or start_day < 0:
@@ -289,7 +289,7 @@ def _phase(value: Any, path: str) -> Phase:
     )
 
 
-def recipe_from_dict(name: str, value: Any, path: str | None = None) -> Recipe:
+def recipe_from_dict(name: str, value: object, path: str | None = None) -> Recipe:
     """Validate one recipe mapping; errors name the key path (``recipes.<name>.phases.1.ph.min``)."""
     path = path or f"recipes.{name}"
     r = _Reader(value, path, frozenset({"name", "phases"}))
@@ -309,12 +309,12 @@ def recipe_from_dict(name: str, value: Any, path: str | None = None) -> Recipe:
     return Recipe(name=name, phases=tuple(phases), title=title)
 
 
-def recipes_from_mapping(value: Mapping[str, Any], path: str = "recipes") -> dict[str, Recipe]:
+def recipes_from_mapping(value: Mapping[str, object], path: str = "recipes") -> dict[str, Recipe]:
     """Validate every recipe of ``Settings.recipes`` (name → recipe mapping)."""
     return {name: recipe_from_dict(name, body, f"{path}.{name}") for name, body in value.items()}
 
 
-def parse_start(value: Any, path: str) -> date:
+def parse_start(value: object, path: str) -> date:
     """A recipe start date 'YYYY-MM-DD'."""
     if isinstance(value, date):
         return value
@@ -324,7 +324,9 @@ def parse_start(value: Any, path: str) -> date:
         raise RecipeError(path, f"expected a date 'YYYY-MM-DD', got {value!r}") from None
 
 
-def assignment_for(recipe_name: str | None, start: Any, recipes: Mapping[str, Recipe], path: str) -> Assignment | None:
+def assignment_for(
+    recipe_name: str | None, start: object, recipes: Mapping[str, Recipe], path: str
+) -> Assignment | None:
     """The zone's recipe assignment (``path`` is the zone, e.g. ``zones.0``); None when it has no recipe."""
     if recipe_name is None:
         return None
@@ -335,7 +337,7 @@ def assignment_for(recipe_name: str | None, start: Any, recipes: Mapping[str, Re
     return Assignment(recipes[recipe_name], parse_start(start, f"{path}.recipe_start"))
 
 
-def recipe_problems(zones: Sequence[tuple[str | None, Any]], recipes: Mapping[str, Any]) -> list[str]:
+def recipe_problems(zones: Sequence[tuple[str | None, object]], recipes: Mapping[str, object]) -> list[str]:
     """Every problem with the recipes and the zones' (recipe, recipe_start), one line each (for settings)."""
     problems: list[str] = []
     parsed: dict[str, Recipe] = {}

@@ -15,6 +15,7 @@ from gateway.alerts import Alerts
 from gateway.automation.aggregate import Aggregator, RunReport
 from gateway.automation.config import AutomationConfig
 from gateway.automation.dosing_service import DosingService, ReadingSource, TelemetryLastSource
+from gateway.automation.recipes import Recipe
 from gateway.automation.scheduler import Driver, Scheduler
 from gateway.automation.usage_rollup import UsageRollup
 from gateway.automation.zone_jobs import CommandSubmitter, ZoneJobs
@@ -31,7 +32,7 @@ class AutomationService:
     """Owns the scheduler and everything it runs."""
 
     def __init__(self, db: Database, alerts: Alerts, commands: CommandSubmitter, zone_state: ZoneState,
-                 clock: Clock, *, zones: Sequence[ZoneConfig], recipes: Mapping[str, Any], timezone: str = "UTC",
+                 clock: Clock, *, zones: Sequence[ZoneConfig], recipes: Mapping[str, Recipe], timezone: str = "UTC",
                  config: AutomationConfig | None = None, readings: ReadingSource | None = None,
                  driver: Driver | None = None, metrics: Metrics | None = None) -> None:
         self.config = cfg = config or AutomationConfig()
@@ -59,8 +60,8 @@ class AutomationService:
         """Run ``coro_fn`` every ``interval_s`` seconds (monotonic) under this service."""
         self.scheduler.register_periodic(name, coro_fn, interval_s, run_at_start)
 
-    def apply_config(self, zones: Sequence[ZoneConfig], recipes: Mapping[str, Any]) -> None:
-        """Adopt a new config (from upstream); raises RecipeError and keeps the old one when it is invalid."""
+    def apply_config(self, zones: Sequence[ZoneConfig], recipes: Mapping[str, Recipe]) -> None:
+        """Adopt a new config (from upstream); raises RecipeError and keeps the old one if an assignment is bad."""
         plans = zone_plans(zones, recipes)
         self.plans = plans
         self.dosing.set_zones(plans)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from gateway.automation.recipes import Assignment, assignment_for, recipes_from_mapping
+from gateway.automation.recipes import Assignment, Recipe, assignment_for
 from gateway.settings import ActuatorRef, ZoneConfig
 from gateway.store.db import Database
 
@@ -33,9 +33,9 @@ class ZonePlan:
     tank_volume_l: float = 200.0
 
 
-def zone_plans(zones: Sequence[ZoneConfig], recipes: Mapping[str, Any]) -> list[ZonePlan]:
-    """Validate the recipes and each zone's assignment; raises RecipeError naming the key path."""
-    parsed = recipes_from_mapping(recipes)
+def zone_plans(zones: Sequence[ZoneConfig], recipes: Mapping[str, Recipe]) -> list[ZonePlan]:
+    """Each zone's assignment of the parsed recipes; raises RecipeError naming the key path."""
+    parsed = recipes
     return [
         ZonePlan(z.uid, assignment_for(z.recipe, z.recipe_start, parsed, f"zones.{i}"), dict(z.actuators),
                  z.tank_volume_l)

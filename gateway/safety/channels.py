@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from drivers.interfaces import CurrentMonitor, Relay
 from gateway.safety.rules import ChannelInputs, ChannelLimits, ChannelSafetyState, FailSafe
 from gateway.settings import SafetySection, Settings
+from gateway.water.config import WaterCycleConfig
+
+if TYPE_CHECKING:  # opening hardware pulls in gpiozero/smbus2: only the composition root imports it at run time
+    from drivers.hardware import Hardware
 
 # Per role: does the flow sensor belong to it, does the level move while it runs, may it run dry?
 _ROLE_PROFILE: dict[str, dict[str, Any]] = {
@@ -34,8 +40,8 @@ class PumpChannel:
     role: str
     channel: str
     node_uid: str | None
-    relay: Any | None  # drivers.relay.PumpRelay for gateway-attached pumps
-    monitor: Any | None  # drivers.current_monitor.AsyncCurrentMonitor measuring this pump
+    relay: Relay | None  # gateway-attached pumps
+    monitor: CurrentMonitor | None  # the current monitor measuring this pump, if one does
     limits: ChannelLimits
     nominal_flow_l_min: float | None = None
     node_fail_safe: FailSafe = FailSafe.NO  # node pumps: from the zone's actuator config
@@ -70,7 +76,7 @@ class PumpChannel:
     def fail_safe(self) -> FailSafe:
         """NC pumps run when the coil is de-energised."""
         if self.relay is not None:
-            return FailSafe.NC if self.relay.fail_safe_mode == "NC" else FailSafe.NO
+            return FailSafe(self.relay.fail_safe_mode)
         return self.node_fail_safe
 
 
@@ -102,10 +108,10 @@ def limits_for(
     )
 
 
-def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Any | None) -> list[PumpChannel]:
+def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Hardware | None) -> list[PumpChannel]:
     """One PumpChannel per pump actuator of every zone (gateway relays and node channels)."""
-    relays = hardware.relays if hardware is not None else {}
-    monitors: dict[str, Any] = {}
+    relays: Mapping[str, Relay] = hardware.relays if hardware is not None else {}
+    monitors: dict[str, CurrentMonitor] = {}
     if hardware is not None:
         for cfg in hardware.config.ina209:
             if cfg.channel is not None:
@@ -119,7 +125,7 @@ def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Any |
                 continue  # dosers and lights are not pumps the safety loop supervises
             relay = relays.get(ref.channel) if ref.node_uid is None else None
             if relay is not None:
-                fail_safe = FailSafe.NC if relay.fail_safe_mode == "NC" else FailSafe.NO
+                fail_safe = FailSafe(relay.fail_safe_mode)
                 monitor = monitors.get(ref.channel)
                 has_current, has_flow = monitor is not None, None
             else:
@@ -145,7 +151,7 @@ def build_channels(settings: Settings, zone_ids: dict[str, int], hardware: Any |
     return channels
 
 
-def _zone_max_off_s(water_cycle: dict[str, Any]) -> float | None:
-    recirc = water_cycle.get("recirc") if isinstance(water_cycle, dict) else None
-    minutes = recirc.get("max_recirc_off_minutes") if isinstance(recirc, dict) else None
-    return float(minutes) * 60.0 if isinstance(minutes, int | float) and minutes > 0 else None
+def _zone_max_off_s(water_cycle: WaterCycleConfig | None) -> float | None:
+    """The zone's own NC OFF limit, only when its water_cycle sets one (else the safety default applies)."""
+    minutes = None if water_cycle is None else water_cycle.recirc.max_recirc_off_minutes
+    return None if minutes is None else minutes * 60.0

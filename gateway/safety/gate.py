@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from drivers.errors import RelayError
+from drivers.interfaces import Watchdog
 from firmware_contracts.commands import CommandName, ValidCommand
 from firmware_contracts.topics import command_topic
 from firmware_contracts.validate import MessageKind, validate
@@ -67,15 +68,6 @@ class NodeDirectory(Protocol):
 
     def node_zone_uid(self, node_uid: str) -> str | None:
         """The zone uid the node is assigned to, or None."""
-        ...
-
-
-class Watchdog(Protocol):
-    """The relay watchdog as the gate sees it."""
-
-    @property
-    def tripped(self) -> bool:
-        """True while the watchdog holds every coil released."""
         ...
 
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from drivers.errors import SensorUnavailableError
+from drivers.interfaces import Watchdog
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -52,7 +53,7 @@ class SafetyService:
         metrics: Metrics,
         poll_hz: float,
         usage: UsageLogger,
-        watchdog: Any | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.gate = gate
         self.channels = gate.channels

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import time
 from enum import StrEnum
-from typing import Any
 
 DAY_MINUTES = 1440
+DEFAULT_MAX_RECIRC_OFF_MINUTES = 10.0
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -79,9 +79,16 @@ class RecircConfig:
 
     enabled: bool = True
     schedule: tuple[RecircWindow, ...] = (RecircWindow(0, DAY_MINUTES, 1.0),)
-    max_recirc_off_minutes: float = 10.0
+    # None: not set. The water machine then allows 10 min OFF (``max_off_minutes``), and the safety loop keeps
+    # its own ``safety.max_nc_off_s`` for this zone (``gateway/safety/channels.py``).
+    max_recirc_off_minutes: float | None = None
     period_minutes: float = 20.0  # length of one duty-cycle period (ON share first, then OFF)
     min_on_minutes: float = 2.0  # shortest ON after any OFF, so the relay cannot flap
+
+    @property
+    def max_off_minutes(self) -> float:
+        """The longest OFF stretch the recirculation allows (10 min unless the zone says otherwise)."""
+        return DEFAULT_MAX_RECIRC_OFF_MINUTES if self.max_recirc_off_minutes is None else self.max_recirc_off_minutes
 
 
 @dataclass(frozen=True)
@@ -115,13 +122,13 @@ class WaterCycleConfig:
 class _Section:
     """Typed access to one mapping of the settings with key paths in every error."""
 
-    def __init__(self, value: Any, path: str, allowed: set[str]) -> None:
+    def __init__(self, value: object, path: str, allowed: set[str]) -> None:
         if not isinstance(value, Mapping):
             raise ConfigError(path, "must be an object")
         for key in value:
             if key not in allowed:
                 raise ConfigError(f"{path}.{key}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
-        self.d: Mapping[str, Any] = value
+        self.d: Mapping[str, object] = value
         self.path = path
 
     def p(self, key: str) -> str:
@@ -141,7 +148,7 @@ class _Section:
         return time(h, m)
 
 
-def _number(v: Any, path: str, *, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
+def _number(v: object, path: str, *, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
         raise ConfigError(path, "must be a number")
     too_low = v <= lo if lo_open else v < lo
@@ -151,7 +158,7 @@ def _number(v: Any, path: str, *, lo: float, hi: float = math.inf, lo_open: bool
     return float(v)
 
 
-def _hhmm(v: Any, path: str, *, allow_24: bool) -> tuple[int, int]:
+def _hhmm(v: object, path: str, *, allow_24: bool) -> tuple[int, int]:
     if isinstance(v, time) and v.second == 0 and v.microsecond == 0 and v.tzinfo is None:
         return v.hour, v.minute  # a TOML local-time literal (time_of_day = 09:00:00)
     if isinstance(v, str) and allow_24 and v == "24:00":
@@ -162,7 +169,7 @@ def _hhmm(v: Any, path: str, *, allow_24: bool) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def _window(value: Any, path: str) -> RecircWindow:
+def _window(value: object, path: str) -> RecircWindow:
     s = _Section(value, path, {"from", "to", "duty_cycle"})
     for key in ("from", "to", "duty_cycle"):
         if key not in s.d:
@@ -179,7 +186,7 @@ def _window(value: Any, path: str) -> RecircWindow:
     return RecircWindow(start, end, duty)
 
 
-def _recirc(value: Any, path: str) -> RecircConfig:
+def _recirc(value: object, path: str) -> RecircConfig:
     allowed = {"enabled", "schedule", "max_recirc_off_minutes", "period_minutes", "min_on_minutes"}
     s = _Section(value, path, allowed)
     enabled = s.boolean("enabled", True)
@@ -200,13 +207,15 @@ def _recirc(value: Any, path: str) -> RecircConfig:
     return RecircConfig(
         enabled=enabled,
         schedule=schedule,
-        max_recirc_off_minutes=s.number("max_recirc_off_minutes", 10.0, lo=0.0),
+        max_recirc_off_minutes=(
+            None if "max_recirc_off_minutes" not in s.d else s.number("max_recirc_off_minutes", 0.0, lo=0.0)
+        ),
         period_minutes=s.number("period_minutes", 20.0, lo=0.0),
         min_on_minutes=s.number("min_on_minutes", 2.0, lo=0.0),
     )
 
 
-def _water_change(value: Any, path: str) -> WaterChangeConfig:
+def _water_change(value: object, path: str) -> WaterChangeConfig:
     allowed = {
         "enabled", "interval_days", "time_of_day", "max_solution_age_days", "trigger_by_ec_drift",
         "ec_drift_threshold", "ec_drift_confirm_minutes", "empty_level", "target_level",
@@ -234,14 +243,13 @@ def _water_change(value: Any, path: str) -> WaterChangeConfig:
     )
 
 
-def water_cycle_from_dict(d: Mapping[str, Any]) -> WaterCycleConfig:
+def water_cycle_from_dict(d: Mapping[str, object]) -> WaterCycleConfig:
     """Parse and validate the inner ``water_cycle`` object; raise ``ConfigError`` naming the bad key."""
     s = _Section(d, "water_cycle", {"mode", "recirc", "water_change"})
     mode_raw = s.d.get("mode", WaterMode.RECIRCULATING.value)
-    try:
-        mode = WaterMode(mode_raw)
-    except ValueError:
-        raise ConfigError(s.p("mode"), f"must be one of {', '.join(m.value for m in WaterMode)}") from None
+    if not isinstance(mode_raw, str) or mode_raw not in {m.value for m in WaterMode}:
+        raise ConfigError(s.p("mode"), f"must be one of {', '.join(m.value for m in WaterMode)}")
+    mode = WaterMode(mode_raw)
     return WaterCycleConfig(
         mode=mode,
         recirc=_recirc(s.d.get("recirc", {}), s.p("recirc")),
@@ -253,7 +261,7 @@ def _fmt_minutes(m: int) -> str:
     return f"{m // 60:02d}:{m % 60:02d}"
 
 
-def water_cycle_to_dict(cfg: WaterCycleConfig) -> dict[str, Any]:
+def water_cycle_to_dict(cfg: WaterCycleConfig) -> dict[str, object]:
     """JSON-ready form that ``water_cycle_from_dict`` reads back to an equal config."""
     rc, wc = cfg.recirc, cfg.water_change
     return {
@@ -264,7 +272,7 @@ def water_cycle_to_dict(cfg: WaterCycleConfig) -> dict[str, Any]:
                 {"from": _fmt_minutes(w.start_min), "to": _fmt_minutes(w.end_min), "duty_cycle": w.duty_cycle}
                 for w in rc.schedule
             ],
-            "max_recirc_off_minutes": rc.max_recirc_off_minutes,
+            **({} if rc.max_recirc_off_minutes is None else {"max_recirc_off_minutes": rc.max_recirc_off_minutes}),
             "period_minutes": rc.period_minutes,
             "min_on_minutes": rc.min_on_minutes,
         },

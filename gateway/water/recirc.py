@@ -109,7 +109,7 @@ def decide_recirc(
         state = replace(state, hold_on_until=None)
     want_on = scheduled_on(rc, local_now) or state.hold_on_until is not None
     off_for = now - state.relay_off_since if state.relay_off_since is not None else 0.0
-    if not want_on and off_for >= rc.max_recirc_off_minutes * 60:
+    if not want_on and off_for >= rc.max_off_minutes * 60:
         window = active_window(rc, local_now)
         share = window.duty_cycle * rc.period_minutes if window is not None else 0.0
         state = replace(state, hold_on_until=now + max(share, rc.min_on_minutes) * 60)

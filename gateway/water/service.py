@@ -8,6 +8,7 @@ interlock for starts; NC recirculation OFF only on a bounded lease). The machine
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from gateway.readings import LatestReadings
 from gateway.safety.gate import SafetyGate
 from gateway.safety.rules import RaiseAlert, ResolveAlert
 from gateway.store.db import Database
-from gateway.water.config import WaterChangeConfig, WaterCycleConfig, water_cycle_from_dict
+from gateway.water.config import WaterChangeConfig, WaterCycleConfig
 from gateway.water.cycle import (
     PersistState,
     RecordEvent,
@@ -55,7 +56,7 @@ class WaterService:
 
     def __init__(
         self,
-        zones: dict[str, tuple[int, dict[str, Any]]],
+        zones: Mapping[str, tuple[int, WaterCycleConfig | None]],
         gate: SafetyGate,
         db: Database,
         alerts: Alerts,
@@ -73,19 +74,14 @@ class WaterService:
         self._tz = ZoneInfo(timezone)
         self.tick_s = tick_s
         self.zones: dict[str, ZoneWater] = {
-            uid: ZoneWater(zone_id, uid, water_cycle_from_dict(raw)) for uid, (zone_id, raw) in zones.items() if raw
+            uid: ZoneWater(zone_id, uid, cfg) for uid, (zone_id, cfg) in zones.items() if cfg is not None
         }
 
-    def update_configs(self, configs: dict[str, dict[str, Any]]) -> None:
-        """New water_cycle settings (from upstream); invalid ones keep the previous config."""
-        for uid, raw in configs.items():
+    def update_configs(self, configs: Mapping[str, WaterCycleConfig | None]) -> None:
+        """New water_cycle settings (from upstream, parsed and validated with the zone config)."""
+        for uid, cfg in configs.items():
             zw = self.zones.get(uid)
-            try:
-                cfg = water_cycle_from_dict(raw)
-            except ValueError as exc:
-                log.error("zone %s: water_cycle from upstream rejected: %s", uid, exc)
-                continue
-            if zw is not None:
+            if zw is not None and cfg is not None:
                 zw.cfg = cfg
 
     async def load(self) -> None:
@@ -186,7 +182,7 @@ class WaterService:
             return
         want_on = decision is RecircDecision.ON
         if want_on != ch.relay_on:
-            lease = None if want_on else zw.cfg.recirc.max_recirc_off_minutes * 60.0
+            lease = None if want_on else zw.cfg.recirc.max_off_minutes * 60.0
             result = await self._gate.switch(ch, want_on, source="recirc_duty", off_lease_s=lease)
             if not result.allowed:
                 self._ratelog.warn(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store.db import Database, corrupt_marker
-from sync.tools.seed_db import add_samples
+from gateway.tools.seed_db import add_samples
 from tests.conftest import free_port
 from tests.e2e import dbdamage
 

@@ -7,8 +7,8 @@ import random
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_samples
 from sync.client import UpstreamClient
-from sync.tools.seed_db import add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.sync.synckit import RunningReceiver, drive, eventually, running
 

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_outbox, add_samples, migrate
 from sync.streams import OUTBOX_STREAMS
-from sync.tools.seed_db import add_outbox, add_samples, migrate
 from tests.sync.synckit import ADMIN, TOKEN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def receiver_process(postgres_dsn: str) -> Iterator[str]:
 
 
 def _pump(db: Path, url: str, gateway: str, rows: int, *, until_idle: bool) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "sync.tools.pump_outbox", "--db", str(db), "--url", url, "--token", TOKEN,
+    args = [sys.executable, "-m", "gateway.tools.pump_outbox", "--db", str(db), "--url", url, "--token", TOKEN,
             "--gateway-id", gateway, "--telemetry-max-rows", str(rows), "--max-rows", str(max(1, rows // 20)),
             "--backoff-base", "0.05", "--backoff-cap", "0.3", "--idle-poll", "0.2"]
     if until_idle:

@@ -14,11 +14,11 @@ import yaml
 from openapi_spec_validator import validate
 
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_samples
 from sync.client import Outcome, UpstreamClient, classify
 from sync.outbox import read_batch
 from sync.receiver.app import make_app
 from sync.streams import TELEMETRY_SPEC
-from sync.tools.seed_db import add_samples
 from tests.sync.synckit import TOKEN, RunningReceiver, make_test_ca
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "sync" / "openapi.yaml"

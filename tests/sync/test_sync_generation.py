@@ -14,11 +14,11 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_samples
 from sync.client import Outcome, UpstreamClient, UpstreamError
 from sync.generation import SequenceGuard, SideFile, capture_start, side_path
 from sync.outbox import read_batch
 from sync.streams import ALL_STREAMS, TELEMETRY_SPEC
-from sync.tools.seed_db import add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.e2e.dbdamage import copy_database, replace_with
 from tests.sync.synckit import TOKEN, RunningReceiver, drive, eventually, running

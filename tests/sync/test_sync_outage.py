@@ -7,10 +7,10 @@ import random
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_outbox, add_samples
 from sync.client import UpstreamClient
 from sync.reachability import Reachability
 from sync.streams import ALL_STREAMS, EncodedRow, StreamSpec
-from sync.tools.seed_db import add_outbox, add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.sync.synckit import RunningReceiver, drive, eventually, running
 

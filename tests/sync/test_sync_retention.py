@@ -16,10 +16,10 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_outbox, add_samples
 from sync.client import UpstreamClient
 from sync.outbox import list_dead_letters
 from sync.retention import DiskLevel, Retention, RetentionSettings, list_gaps, used_bytes
-from sync.tools.seed_db import add_outbox, add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.sync.synckit import RunningReceiver, drive, eventually, running
 

@@ -11,10 +11,10 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_outbox, add_samples
 from sync.client import Outcome, UpstreamClient
 from sync.outbox import dead_letter_payload, list_dead_letters, load_cursor, read_batch
 from sync.streams import OUTBOX_STREAMS, TELEMETRY_SPEC
-from sync.tools.seed_db import add_outbox, add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.sync.synckit import RunningReceiver, drive, eventually, running, settle
 

@@ -13,6 +13,7 @@ import pytest
 
 from gateway.automation.dosing import DosingConfig, Param
 from gateway.automation.dosing_service import DosingService, LatestReadingsSource, TelemetryLastSource
+from gateway.automation.recipes import recipes_from_mapping
 from gateway.automation.zones import zone_plans
 from gateway.clock import ManualClock
 from gateway.metric_types import Metric
@@ -46,7 +47,7 @@ class Loop:
         readings = TelemetryLastSource(stack.db) if source == "telemetry_last" else LatestReadingsSource(
             self.latest, self.clock)
         self.service = DosingService(stack.db, stack.alerts, stack.commands, zone_state, readings, stack.clock,
-                                     zone_plans([ZONE], {"lettuce": RECIPE}), UTC, cfg)
+                                     zone_plans([ZONE], recipes_from_mapping({"lettuce": RECIPE})), UTC, cfg)
         self.trace: list[tuple[float, float, float]] = []
         self.sensors_on = True
 

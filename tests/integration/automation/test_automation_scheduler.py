@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.automation.recipes import recipes_from_mapping
 from gateway.automation.scheduler import Fire, Job, Scheduler
 from gateway.automation.schedules import LocalTimesTrigger
 from gateway.automation.zone_jobs import ZoneJobs
@@ -48,7 +49,7 @@ def _scheduler(stack: Stack, recipe: dict[str, Any], grace_s: float = 1800.0,
                metrics: Metrics | None = None) -> Scheduler:
     sched = Scheduler(stack.db, stack.clock, driver="clock", max_sleep_s=3600, metrics=metrics)
     jobs = ZoneJobs(stack.commands, stack.alerts, ZoneIds(stack.db), BERLIN, grace_s)
-    for job in jobs.jobs_for(zone_plans([_zone()], {"r": recipe})[0]):
+    for job in jobs.jobs_for(zone_plans([_zone()], recipes_from_mapping({"r": recipe}))[0]):
         sched.add(job)
     return sched
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.automation.config import automation_config_from_dict
-from gateway.automation.recipes import RecipeError
+from gateway.automation.recipes import RecipeError, recipes_from_mapping
 from gateway.automation.service import AutomationService
 from gateway.clock import ManualClock
 from gateway.metrics import Metrics
@@ -40,7 +40,7 @@ async def test_the_service_runs_everything_on_one_clock(tmp_path: Path) -> None:
     cfg = automation_config_from_dict({"aggregate_interval_s": 300, "usage_rollup_interval_s": 600})
     metrics = Metrics()
     service = AutomationService(stack.db, stack.alerts, stack.commands, FakeZoneState(), clock, zones=ZONES,
-                                recipes=RECIPES, timezone=TZ, config=cfg, metrics=metrics)
+                                recipes=recipes_from_mapping(RECIPES), timezone=TZ, config=cfg, metrics=metrics)
     assert service.scheduler.job_ids() == ["irrigation:zone-a", "lights:zone-a"]
     recirc_ticks: list[float] = []
 
@@ -99,14 +99,14 @@ async def test_invalid_recipes_refuse_to_build_and_a_bad_reload_keeps_the_old_jo
     bad = {"basil": {"phases": [{"start_day": 0, "irrigation": {"times": "25:00", "duration_s": 10}}]}}
     with pytest.raises(RecipeError, match=r"recipes\.basil\.phases\.0\.irrigation\.times"):
         AutomationService(stack.db, stack.alerts, stack.commands, FakeZoneState(), stack.clock, zones=ZONES,
-                          recipes=bad, timezone=TZ)
+                          recipes=recipes_from_mapping(bad), timezone=TZ)
     service = AutomationService(stack.db, stack.alerts, stack.commands, FakeZoneState(), stack.clock, zones=ZONES,
-                                recipes=RECIPES, timezone=TZ)
+                                recipes=recipes_from_mapping(RECIPES), timezone=TZ)
     with pytest.raises(RecipeError):
-        service.apply_config(ZONES, bad)
+        service.apply_config(ZONES, recipes_from_mapping(bad))
     assert service.scheduler.job_ids() == ["irrigation:zone-a", "lights:zone-a"]
     no_lights = {"basil": {"phases": [{"start_day": 0, "irrigation": {"times": "09:00", "duration_s": 10}}]}}
-    service.apply_config(ZONES, no_lights)
+    service.apply_config(ZONES, recipes_from_mapping(no_lights))
     assert service.scheduler.job_ids() == ["irrigation:zone-a", "lights:zone-a"]  # light job: no times
     service.apply_config([ZoneConfig(uid="zone-a")], {})
     assert service.scheduler.job_ids() == []

@@ -12,7 +12,6 @@ from drivers.sdnotify_client import SystemdNotifier
 from gateway.alerts import Alerts
 from gateway.clock import ManualClock
 from gateway.commands import CommandService
-from gateway.hardware_setup import hardware_config
 from gateway.metric_types import Metric
 from gateway.metrics import Metrics
 from gateway.readings import LatestReadings, Reading
@@ -114,7 +113,7 @@ async def make_harness(tmp_path: Path, clock: ManualClock | None = None, water_c
     alerts = Alerts(db, clock, metrics)
     registry = Registry(db, alerts, clock, metrics, _no_publish, "gh-demo", 10.0, 3)
     await registry.apply_config(settings.zones, settings.nodes)
-    hardware = open_hardware(hardware_config(settings.hardware))
+    hardware = open_hardware(settings.hardware)
     latest = LatestReadings()
     channels = build_channels(settings, registry.zone_uids(), hardware)
     watchdog = hardware.make_watchdog(clock, SystemdNotifier())

@@ -105,8 +105,8 @@ def test_zone_assignment_errors_name_the_zone_key() -> None:
     assert [p.split(":")[0] for p in problems] == ["zones.1.recipe", "zones.2.recipe_start", "zones.3.recipe_start"]
     assert "unknown recipe 'tomato'" in problems[0]
     with pytest.raises(RecipeError, match=r"zones\.1\.recipe"):
-        zone_plans(zones[:2], {"lettuce": LETTUCE})
-    plans = zone_plans([zones[0], ZoneConfig(uid="e")], {"lettuce": LETTUCE})
+        zone_plans(zones[:2], recipes_from_mapping({"lettuce": LETTUCE}))
+    plans = zone_plans([zones[0], ZoneConfig(uid="e")], recipes_from_mapping({"lettuce": LETTUCE}))
     assert plans[0].assignment is not None and plans[1].assignment is None
 
 

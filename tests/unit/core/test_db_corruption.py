@@ -10,7 +10,7 @@ import pytest
 from gateway.app import Gateway, ServiceCrashed
 from gateway.settings import settings_from_mapping
 from gateway.store.db import Database, corrupt_marker, is_corruption, open_or_recover
-from sync.tools.seed_db import add_samples
+from gateway.tools.seed_db import add_samples
 from tests.e2e import dbdamage
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from gateway.hardware_setup import hardware_config
 from gateway.settings import Settings, SettingsError
 
 RELAYS = [
@@ -35,13 +34,13 @@ def test_production_relays_without_heartbeat_pin_are_refused(make_settings: Call
 def test_production_with_heartbeat_pin_has_an_external_watchdog(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(**PRODUCTION, **_hardware(heartbeat_pin=26))
     assert not settings.no_external_watchdog
-    assert hardware_config(settings.hardware).watchdog.external_fitted
+    assert settings.hardware.watchdog.external_fitted
 
 
 def test_declaring_no_external_watchdog_is_accepted_and_flagged(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(**PRODUCTION, **_hardware(external_watchdog=False))
     assert settings.no_external_watchdog  # the gateway raises infra_no_external_watchdog (warning) at start
-    cfg = hardware_config(settings.hardware).watchdog
+    cfg = settings.hardware.watchdog
     assert cfg.external_watchdog is False and not cfg.external_fitted
 
 

@@ -31,21 +31,30 @@ def test_a_complete_config_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: HardwareConfig(relays=(RECIRC, RECIRC)), "relay channel 'pump_recirc' configured twice"),
+        (
+            lambda: HardwareConfig(relays=(RECIRC, RECIRC)),
+            "hardware.relays.1.name: 'pump_recirc' is also hardware.relays.0.name",
+        ),
         (
             lambda: HardwareConfig(relays=(RECIRC, RelayChannelConfig("other", 17, "NC", "active_open"))),
-            "GPIO pin '17' configured twice",
+            "hardware.relays.1.pin: GPIO 17 of relay 'other' is already hardware.relays.0.pin",
         ),
         (
             lambda: HardwareConfig(relays=(RECIRC,), watchdog=WatchdogConfig(heartbeat_pin=17)),
-            "GPIO pin '17' configured twice",
+            "hardware.watchdog.heartbeat_pin: GPIO 17 is also hardware.relays.0.pin",
         ),
-        (lambda: HardwareConfig(ina209=(INA209Config(bus=1, channel="ghost"),)), "unknown relay channel 'ghost'"),
-        (lambda: HardwareConfig(ina209=(INA209Config(1), INA209Config(1))), "configured twice"),
+        (
+            lambda: HardwareConfig(ina209=(INA209Config(bus=1, channel="ghost"),)),
+            "hardware.ina209.0.channel: no hardware relay named 'ghost'",
+        ),
+        (lambda: HardwareConfig(ina209=(INA209Config(1), INA209Config(1))), "bus 1 address 0x40 is also"),
         (lambda: HardwareConfig(backend="mock"), "backend"),  # type: ignore[arg-type]
-        (lambda: HardwareConfig(serial=(SerialPortConfig("/dev/ttyS0"),) * 2), "serial port"),
+        (
+            lambda: HardwareConfig(serial=(SerialPortConfig("/dev/ttyS0"),) * 2),
+            "hardware.serial.1.port: '/dev/ttyS0' is also",
+        ),
         (lambda: INA209Config(bus=1, address=0x30), "0x40..0x4F"),
-        (lambda: INA209Config(bus=1, warning_amps=1.0), "both warning_amps and critical_amps"),
+        (lambda: INA209Config(bus=1, warning_amps=1.0, critical_amps=None), "both warning_amps and critical_amps"),
         (lambda: INA209Config(bus=1, warning_amps=2.0, critical_amps=1.0), "warning_amps <= critical_amps"),
         (lambda: INA209Config(bus=1, shunt_ohms=0), "must be > 0"),
         (lambda: WatchdogConfig(timeout_s=0), "timeout_s"),

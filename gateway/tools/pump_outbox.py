@@ -1,6 +1,6 @@
 """Run only the uplink against a gateway SQLite file (chaos tests and the catch-up benchmark).
 
-``python -m sync.tools.pump_outbox --db X --url http://127.0.0.1:8080 --token T --gateway-id gw1 --until-idle``
+``python -m gateway.tools.pump_outbox --db X --url http://127.0.0.1:8080 --token T --gateway-id gw1 --until-idle``
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sync.uplink import Uplink, UplinkSettings
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m sync.tools.pump_outbox", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m gateway.tools.pump_outbox", description=__doc__)
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--url", required=True)
     p.add_argument("--token", required=True)

@@ -1,6 +1,6 @@
 """Fill a gateway SQLite file with synthetic telemetry and outbox rows (tests, chaos runs, benchmarks).
 
-``python -m sync.tools.seed_db --db X --samples 1000000 --outbox 100``
+``python -m gateway.tools.seed_db --db X --samples 1000000 --outbox 100``
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def add_outbox(path: Path, per_stream: int, *, created_at: float = 1_767_225_600
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    p = argparse.ArgumentParser(prog="python -m sync.tools.seed_db", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m gateway.tools.seed_db", description=__doc__)
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--samples", type=int, default=0)
     p.add_argument("--outbox", type=int, default=0, help="rows per outbox stream")

@@ -1,0 +1,1 @@
+"""Gateway-side command-line tools over its SQLite file: seed it, drain its outbox with sync's Uplink."""

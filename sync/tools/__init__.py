@@ -1,1 +1,0 @@
-"""Small command-line drivers around the sync code (chaos tests, benchmarks)."""
