@@ -177,9 +177,7 @@ async def test_samples_land_in_their_months_partition_and_odd_clocks_in_the_defa
     assert "y2026m03" in plan and "y2026m01" not in plan and "default" not in plan  # pruned to its month
 
 
-async def test_overlapping_retries_are_stored_once_across_partitions_and_receivers(
-    limited: RunningReceiver, fresh_postgres_dsn: str,
-) -> None:
+async def test_overlapping_retries_are_stored_once_across_partitions_and_receivers(limited: RunningReceiver) -> None:
     other = RunningReceiver(limited.dsn)  # a second receiver (own pool) on the same database
     await other.start()
     try:
@@ -202,8 +200,6 @@ async def test_overlapping_retries_are_stored_once_across_partitions_and_receive
                                         " WHERE gateway_id = 'gw-o' ORDER BY first_seq")
         covered = [s for r in ranges for s in range(r["first_seq"], r["last_seq"] + 1)]
         assert covered == list(range(1, 41))
-        marks = await limited.admin("GET", "/admin/stats")
-        assert marks["in_flight"] == 0
     finally:
         await other.close()
 
