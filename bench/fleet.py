@@ -98,7 +98,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
     uplinks = [Uplink(db, c, settings, streams=spec) for db, c in zip(dbs, clients, strict=True)]
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
-    go = time.time()
+    go, cpu0 = time.time(), time.process_time()
     done: dict[int, float] = {}
 
     async def drain(i: int, up: Uplink) -> None:
@@ -114,7 +114,8 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
             await c.close()
         for db in dbs:
             await db.close()
-    return {"go": go, "done": done, "requests": requests, "counts": dict(counts)}
+    return {"go": go, "done": done, "requests": requests, "counts": dict(counts),
+            "cpu_s": time.process_time() - cpu0}
 
 
 # ---------------------------------------------------------------- coordinator
@@ -178,6 +179,38 @@ class Sampler(threading.Thread):
             self.stop.wait(1.0)
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a process (plus its reaped children's)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / CLK_TCK
+
+
+def postgres_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds of the PostgreSQL server and its live backends (0 when it is not ours)."""
+    if data_dir is None:
+        return 0.0
+    try:
+        master = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total = cpu_s(master, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            total += cpu_s(int(stat.parent.name))
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     """q-quantile (nearest rank) of a non-empty list."""
     ordered = sorted(values)
@@ -185,7 +218,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def analyse(results: list[dict[str, Any]], sampler: Sampler, db: dict[str, Any], args: argparse.Namespace,
-            per_gateway: int) -> list[str]:
+            per_gateway: int, cpu: dict[str, float]) -> list[str]:
     """Turn the workers' records and the database checks into the printed report."""
     go = min(r["go"] for r in results)
     done = {int(k): v + r["go"] - go for r in results for k, v in r["done"].items()}
@@ -234,7 +267,9 @@ def analyse(results: list[dict[str, Any]], sampler: Sampler, db: dict[str, Any],
     starts = Counter(int(q[1] - go) for q in reqs)
     if starts:
         busiest = max(starts.values())
-        out.append(f"herd: POSTs started per second: first second {starts.get(0, 0)}, busiest {busiest}, "
+        first = min(q[1] for q in reqs) - go  # the gateways share these cores: reading the first batches takes time
+        out.append(f"herd: first POST {first:.1f} s after the release (every gateway reads and gzips its first "
+                   f"batch); POSTs started per second: busiest {busiest}, "
                    f"median {statistics.median(starts.values()):.0f}")
         refused = Counter(int(q[1] - go) for q in reqs if q[3] == 429)
         step = max(1, int(drain) // 12)
@@ -247,6 +282,8 @@ def analyse(results: list[dict[str, Any]], sampler: Sampler, db: dict[str, Any],
     out.append(f"forced retries: {counts['lost_responses']} responses lost after commit, "
                f"{counts['retried_on_other_receiver']} batches then stored via another receiver process "
                f"({counts['answered_duplicate_there']} answered as duplicates there)")
+    out.append("CPU seconds during the run: " + ", ".join(f"{k} {v:.0f} s ({v / drain:.2f} cores, "
+                                                           f"{v / total * 1e6:.0f} us/sample)" for k, v in cpu.items()))
     out.append(f"stored: {db['rows']:,} rows, {db['distinct']:,} distinct (gateway, generation, seq): "
                f"duplicates stored = {db['rows'] - db['distinct']}; missing = {total - db['distinct']}")
     out.append(f"PostgreSQL: telemetry {db['telemetry_bytes'] / 2**20:.0f} MiB in {db['partitions']} partitions "
@@ -282,7 +319,7 @@ def check_database(dsn: str) -> dict[str, Any]:
     return asyncio.run(go())
 
 
-def run(args: argparse.Namespace, dsn: str, work: Path) -> list[str]:
+def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None = None) -> list[str]:
     """Seed, start receivers and workers, release, sample, check."""
     t0 = time.monotonic()
     template = work / "template.sqlite"
@@ -307,6 +344,7 @@ def run(args: argparse.Namespace, dsn: str, work: Path) -> list[str]:
                 raise SystemExit("an uplink worker failed to start")
         sampler = Sampler(urls)
         sampler.start()
+        rx_cpu0, pg_cpu0 = sum(cpu_s(p.pid) for p, _ in receivers), postgres_cpu_s(pg_data)
         for w in workers:  # released together
             assert w.stdin is not None
             w.stdin.write("go\n")
@@ -317,6 +355,9 @@ def run(args: argparse.Namespace, dsn: str, work: Path) -> list[str]:
             if w.returncode != 0:
                 raise SystemExit(f"an uplink worker failed ({w.returncode})")
             results.append(json.loads(out.strip().splitlines()[-1]))
+        cpu = {"receivers": sum(cpu_s(p.pid) for p, _ in receivers) - rx_cpu0,
+               "postgres": postgres_cpu_s(pg_data) - pg_cpu0,
+               "uplinks": sum(r["cpu_s"] for r in results)}
         time.sleep(1.2)
         sampler.stop.set()
         sampler.join()
@@ -327,7 +368,7 @@ def run(args: argparse.Namespace, dsn: str, work: Path) -> list[str]:
         for proc, _ in receivers:
             proc.terminate()
             proc.wait(timeout=30)
-    return analyse(results, sampler, check_database(dsn), args, per_gateway)
+    return analyse(results, sampler, check_database(dsn), args, per_gateway, cpu)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -369,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = run(args, args.dsn, Path(tmp))
         else:
             with PostgresCluster() as pg:
-                lines = run(args, pg.dsn, Path(tmp))
+                lines = run(args, pg.dsn, Path(tmp), pg.data)
     print("\n".join(lines))
     print(f"(load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; 2 shared cores)")
     return 0
