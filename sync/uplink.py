@@ -295,12 +295,15 @@ class _StreamLoop:
             if not await self._rejected(batch, result):
                 await self._wait(self.backoff.next_delay(), "backoff")
             return False
-        delay = self.backoff.next_delay()
-        if result.status in (429, 503):
-            hinted = parse_retry_after(result.retry_after, self.up.clock.time())
-            if hinted is not None:
-                hinted = min(hinted, self.cfg.retry_after_cap_s)
-                delay = hinted * (1.0 + self.up.rng.uniform(0.0, self.cfg.retry_after_jitter))
+        hinted = (parse_retry_after(result.retry_after, self.up.clock.time())
+                  if result.status in (429, 503) else None)
+        if hinted is not None:
+            # The server said when: wait that (plus jitter) without growing the exponential backoff, so a
+            # gateway refused many times in a busy morning does not wait minutes after its next lost answer.
+            jitter = self.up.rng.uniform(0.0, self.cfg.retry_after_jitter)
+            delay = min(hinted, self.cfg.retry_after_cap_s) * (1.0 + jitter)
+        else:
+            delay = self.backoff.next_delay()
         await self._wait(delay, "denied" if result.outcome is Outcome.DENIED else "backoff")
         return False
 

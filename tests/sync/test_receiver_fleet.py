@@ -119,6 +119,31 @@ async def test_the_uplink_waits_the_retry_after_of_a_real_429_plus_jitter(
     assert await receiver.seqs("telemetry") == sorted([1, 2, *range(1, 51)])  # "old" 1-2, then the uplink's
 
 
+async def test_many_429s_do_not_grow_the_backoff_of_the_next_plain_failure(
+    gw_db: Database, receiver: RunningReceiver, make_uplink: Callable[..., Uplink], clock: ManualClock,
+) -> None:
+    add_samples(gw_db.path, 20)
+    receiver.faults.update({"fail_next": 8, "fail_status": 429, "retry_after": "2"})
+    uplink = make_uplink(backoff_base_s=1.0, backoff_cap_s=300.0)
+    telemetry = uplink.stream_status("telemetry")
+    delays: list[float] = []
+    async with running(uplink):
+        for n in range(1, 9):
+            await eventually(lambda n=n: receiver.stats.get("requests") == n and telemetry.next_attempt_at is not None)
+            assert telemetry.last_status == 429 and telemetry.last_delay_s is not None
+            delays.append(telemetry.last_delay_s)
+            if n == 8:  # then a failure without Retry-After (a 503 from a proxy)
+                receiver.faults.update({"fail_next": 1, "fail_status": 503, "retry_after": None})
+            await clock.advance(telemetry.last_delay_s + 0.001)
+        await eventually(lambda: receiver.stats.get("requests") == 9 and telemetry.last_status == 503
+                         and telemetry.next_attempt_at is not None)
+        assert all(2.0 <= d <= 3.0 for d in delays)  # the Retry-After, plus up to 50 % jitter
+        plain = telemetry.last_delay_s
+        assert plain is not None and plain <= 1.0  # first plain failure: uniform(0, base), not 2**8 s
+        await clock.advance(plain + 0.001)
+        await eventually(lambda: telemetry.cursor == 20)
+
+
 async def test_a_slow_server_negotiates_the_uplinks_batches_down(
     gw_db: Database, fresh_postgres_dsn: str, gateway_id: str, clock: ManualClock,
 ) -> None:
