@@ -123,7 +123,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def seed_template(path: Path, args: argparse.Namespace, now: float) -> int:
     """One gateway's backlog: --hours of --nodes nodes at one sample per --interval s, ending now."""
-    from sync.tools.seed_db import add_samples, migrate
+    from gateway.tools.seed_db import add_samples, migrate
 
     asyncio.run(migrate(path))
     n = int(args.hours * 3600 / args.interval * args.nodes)

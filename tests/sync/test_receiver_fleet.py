@@ -15,11 +15,11 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.store.db import Database
+from gateway.tools.seed_db import add_samples
 from sync.client import UpstreamClient
 from sync.receiver.admission import Admission, AdmissionLimits
 from sync.receiver.app import STATE
 from sync.receiver.schema import month_bounds
-from sync.tools.seed_db import add_samples
 from sync.uplink import Uplink, UplinkSettings
 from tests.fakes.postgres import PostgresCluster
 from tests.sync.synckit import TOKEN, RunningReceiver, eventually, running
@@ -129,7 +129,11 @@ async def test_many_429s_do_not_grow_the_backoff_of_the_next_plain_failure(
     delays: list[float] = []
     async with running(uplink):
         for n in range(1, 9):
-            await eventually(lambda n=n: receiver.stats.get("requests") == n and telemetry.next_attempt_at is not None)
+
+            def waiting(n: int = n) -> bool:
+                return receiver.stats.get("requests") == n and telemetry.next_attempt_at is not None
+
+            await eventually(waiting)
             assert telemetry.last_status == 429 and telemetry.last_delay_s is not None
             delays.append(telemetry.last_delay_s)
             if n == 8:  # then a failure without Retry-After (a 503 from a proxy)
