@@ -13,6 +13,7 @@ from urllib.parse import quote
 import aiohttp
 
 _MAX_ERROR_BODY = 4096
+MAX_ROWS_HEADER = "X-Max-Batch-Rows"
 
 
 class Outcome(Enum):
@@ -35,6 +36,7 @@ class BatchResult:
     status: int | None
     detail: str
     retry_after: str | None = None
+    max_rows: int | None = None  # the server's batch size hint (X-Max-Batch-Rows), None when it asks for none
 
     @property
     def reachable(self) -> bool:
@@ -159,7 +161,8 @@ class UpstreamClient:
                 outcome = classify(resp.status)
                 if outcome is Outcome.STORED and _is_duplicate(text):
                     outcome = Outcome.DUPLICATE
-                return BatchResult(outcome, resp.status, text, resp.headers.get("Retry-After"))
+                return BatchResult(outcome, resp.status, text, resp.headers.get("Retry-After"),
+                                   _max_rows(resp.headers.get(MAX_ROWS_HEADER)))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return BatchResult(Outcome.RETRY, None, f"{type(exc).__name__}: {exc}")
 
@@ -225,6 +228,14 @@ class UpstreamClient:
                 raise UpstreamError(f"POST claim {cmd_id}: HTTP {resp.status}", resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamError(f"POST claim {cmd_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def _max_rows(value: str | None) -> int | None:
+    """A positive row count from the hint header; anything else is ignored."""
+    if value is None or not value.strip().isdigit():
+        return None
+    rows = int(value)
+    return rows if rows > 0 else None
 
 
 def _is_duplicate(text: str) -> bool:

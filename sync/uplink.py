@@ -38,6 +38,7 @@ class UplinkSettings:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     retry_after_cap_s: float = 3600.0
+    retry_after_jitter: float = 0.5  # a Retry-After of h waits uniform(h, h * (1 + this)): a herd spreads out
     reject_attempts: int = 3  # a batch-specific 4xx is retried this often before quarantine
     bisect_rejected: bool = True  # narrow a rejected batch down to the offending rows
     backlog_refresh_s: float = 10.0
@@ -187,6 +188,7 @@ class _StreamLoop:
         self.backoff = Backoff(self.cfg.backoff_base_s, self.cfg.backoff_cap_s, uplink.rng)
         self.full_limit = uplink._full_limit(spec)
         self.limit = self.full_limit
+        self.hint: int | None = None  # the server's X-Max-Batch-Rows, honoured until it stops sending one
         self.bisecting = False
         self.rejections = 0
         self.backlog_at: float | None = None
@@ -206,6 +208,8 @@ class _StreamLoop:
                 continue
             finally:
                 ahead = None
+            if batch is not None and batch.count > self.limit:  # read ahead before the server asked for less
+                continue
             if batch is None:
                 self._caught_up()
                 if until_idle:
@@ -276,6 +280,7 @@ class _StreamLoop:
         result = await self.up.client.post_batch(self.spec.name, batch.body, batch.key)
         await self.up.reachability.record(result.reachable)
         st.last_status = result.status
+        self._take_hint(result)
         if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
             return await self._stored(batch, duplicate=result.outcome is Outcome.DUPLICATE)
         st.attempts += 1
@@ -290,11 +295,15 @@ class _StreamLoop:
             if not await self._rejected(batch, result):
                 await self._wait(self.backoff.next_delay(), "backoff")
             return False
-        delay = self.backoff.next_delay()
-        if result.status in (429, 503):
-            hinted = parse_retry_after(result.retry_after, self.up.clock.time())
-            if hinted is not None:
-                delay = min(hinted, self.cfg.retry_after_cap_s)
+        hinted = (parse_retry_after(result.retry_after, self.up.clock.time())
+                  if result.status in (429, 503) else None)
+        if hinted is not None:
+            # The server said when: wait that (plus jitter) without growing the exponential backoff, so a
+            # gateway refused many times in a busy morning does not wait minutes after its next lost answer.
+            jitter = self.up.rng.uniform(0.0, self.cfg.retry_after_jitter)
+            delay = min(hinted, self.cfg.retry_after_cap_s) * (1.0 + jitter)
+        else:
+            delay = self.backoff.next_delay()
         await self._wait(delay, "denied" if result.outcome is Outcome.DENIED else "backoff")
         return False
 
@@ -319,10 +328,23 @@ class _StreamLoop:
         st.meter.add(batch.count, clock.monotonic())
         self.backoff.reset()
         self.rejections = 0
-        if not self.bisecting and self.limit < self.full_limit:
-            self.limit = min(self.full_limit, self.limit * 2)  # recover from a 413 step by step
+        if not self.bisecting and self.limit < self.ceiling():
+            self.limit = min(self.ceiling(), self.limit * 2)  # recover from a 413 or a hint step by step
         await self._refresh_backlog(force=False)
         return True
+
+    def ceiling(self) -> int:
+        """The largest batch allowed now: the configured size, or the server's hint if smaller."""
+        return self.full_limit if self.hint is None else min(self.full_limit, self.hint)
+
+    def _take_hint(self, result: BatchResult) -> None:
+        """Follow the server's batch size hint on every answer that carries one (or its absence on a 2xx)."""
+        if result.max_rows is not None:
+            self.hint = result.max_rows
+            if not self.bisecting:
+                self.limit = min(self.limit, self.hint)
+        elif result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+            self.hint = None
 
     async def _rejected(self, batch: Batch, result: BatchResult) -> bool:
         """Count a permanent rejection; True once the batch was split or quarantined."""
@@ -349,7 +371,7 @@ class _StreamLoop:
         st.quarantined_rows += batch.count
         st.backlog_rows = max(0, st.backlog_rows - batch.count)
         st.attempts = 0
-        self.bisecting, self.limit = False, self.full_limit
+        self.bisecting, self.limit = False, self.ceiling()
         self.backoff.reset()
         return True
 

@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from sync.receiver.admission import AdmissionLimits
 from sync.receiver.app import make_app
 from sync.receiver.faults import Faults
 
@@ -29,6 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reset-rate", type=float, default=0.0)
     p.add_argument("--drop-after-commit-rate", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-batches", type=int, default=16, help="concurrent batches in this process (then 429)")
+    p.add_argument("--max-batches-per-gateway", type=int, default=2)
+    p.add_argument("--target-batch-s", type=float, default=1.0, help="slower batches shrink X-Max-Batch-Rows")
+    p.add_argument("--pool-size", type=int, default=8, help="PostgreSQL connections of this process")
     p.add_argument("--log-level", default="WARNING")
     return p.parse_args(argv)
 
@@ -41,7 +46,10 @@ async def serve(args: argparse.Namespace) -> None:
         "slow_jitter_ms": args.slow_jitter_ms, "reset_rate": args.reset_rate,
         "drop_after_commit_rate": args.drop_after_commit_rate, "seed": args.seed,
     })
-    app = make_app(args.dsn, args.token, admin_token=args.admin_token, faults=faults)
+    limits = AdmissionLimits(max_batches=args.max_batches, max_batches_per_gateway=args.max_batches_per_gateway,
+                             target_batch_s=args.target_batch_s)
+    app = make_app(args.dsn, args.token, admin_token=args.admin_token, faults=faults, limits=limits,
+                   pool_size=args.pool_size)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)

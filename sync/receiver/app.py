@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import asyncpg
 from aiohttp import web
 
 from sync.receiver import store
+from sync.receiver.admission import Admission, AdmissionLimits
 from sync.receiver.faults import Faults
-from sync.receiver.schema import ensure_schema
+from sync.receiver.schema import Partitions, ensure_schema
 from sync.receiver.validate import GENERATION, STREAMS, check_envelope, check_items, telemetry_columns
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,17 @@ class ReceiverState:
     faults: Faults = field(default_factory=Faults)
     stats: Counter[str] = field(default_factory=Counter)
     pool: asyncpg.Pool | None = None
+    pool_size: int = 8
+    admission: Admission = field(default_factory=Admission)
+    partitions: Partitions = field(default_factory=Partitions)
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # cleared while faults.hold_batches
+
+    def sync_hold(self) -> None:
+        """Follow the hold_batches switch (tests hold admitted batches to fill the limits)."""
+        if self.faults.hold_batches:
+            self.released.clear()
+        else:
+            self.released.set()
 
     @property
     def db(self) -> asyncpg.Pool:
@@ -101,44 +114,70 @@ async def swallow_drops(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    """POST /v1/gateways/{gateway_id}/streams/{stream}/batches."""
+    """POST /v1/gateways/{gateway_id}/streams/{stream}/batches, admitted within the concurrency limits."""
     st = request.app[STATE]
     gateway_id, stream = request.match_info["gateway_id"], request.match_info["stream"]
     if stream not in STREAMS:
         return _json(404, {"error": f"unknown stream {stream!r}"})
+    admission = st.admission
+    refused = admission.try_enter(gateway_id)
+    if refused is not None:  # answered before the body is even read: refusing must stay cheap
+        st.stats[f"refused_{refused}"] += 1
+        return _json(429, {"error": f"too many batches in progress ({refused} limit)"},
+                     {"Retry-After": str(admission.retry_after()), **admission.headers()})
+    started = time.monotonic()
+    try:
+        resp, rows = await _admitted_batch(request, st, gateway_id, stream)
+    finally:
+        admission.leave(gateway_id)
+    if resp.status in (200, 201):
+        admission.observe(rows, time.monotonic() - started)
+        resp.headers.update(admission.headers())
+    return resp
+
+
+async def _admitted_batch(
+    request: web.Request, st: ReceiverState, gateway_id: str, stream: str
+) -> tuple[web.Response, int]:
+    """Parse, check and store one admitted batch; returns the answer and the number of rows stored."""
     key = request.headers.get("Idempotency-Key")
     if not key:
-        return _json(400, {"error": "Idempotency-Key header is required"})
+        return _json(400, {"error": "Idempotency-Key header is required"}), 0
     raw = await request.read()
     try:
         doc = json.loads(raw)
     except RecursionError:  # "[" × 100 000 must be a 400, not a 500
-        return _json(400, {"error": "body is nested too deeply"})
+        return _json(400, {"error": "body is nested too deeply"}), 0
     except (ValueError, UnicodeDecodeError):
-        return _json(400, {"error": "body is not (gzip) JSON"})
+        return _json(400, {"error": "body is not (gzip) JSON"}), 0
     problems = check_envelope(doc, gateway_id, stream, key)
     if problems:
-        return _json(422, {"error": "invalid batch", "problems": problems})
+        return _json(422, {"error": "invalid batch", "problems": problems}), 0
     items: list[dict[str, Any]] = doc["items"]
     columns = telemetry_columns(items) if stream == "telemetry" else None
     problems = check_items(stream, items, columns)
     rejected = st.faults.rejects(stream, [it["seq"] for it in items])
     problems += [f"seq {s}: rejected by fault injection" for s in rejected]
     if problems:
-        return _json(422, {"error": "invalid items", "problems": problems[:50]})
+        return _json(422, {"error": "invalid items", "problems": problems[:50]}), 0
+    if st.faults.hold_batches:
+        st.sync_hold()
+        await st.released.wait()
+    if st.faults.store_delay_ms > 0:  # a slow database, as the admission and the size hint see it
+        await asyncio.sleep(st.faults.store_delay_ms / 1000.0)
     outcome, response = await store.store_batch(st.db, gateway_id, doc["generation"], stream, key, items, columns,
-                                                store.body_hash(raw))
+                                                store.body_hash(raw), st.partitions)
     if outcome == store.CONFLICT:
         st.stats["conflicts"] += 1
         log.warning("gateway %s: conflict on %s: %s", gateway_id, key, response)
-        return _json(409, response)
+        return _json(409, response), 0
     duplicate = outcome == store.DUPLICATE
     st.stats["rows_inserted"] += response["inserted"]
     st.stats["duplicate_batches"] += int(duplicate)
     if st.faults.take_drop():
         st.stats["dropped_after_commit"] += 1
         _abort(request)
-    return _json(200 if duplicate else 201, response)
+    return _json(200 if duplicate else 201, response), len(items)
 
 
 async def get_marks(request: web.Request) -> web.Response:
@@ -235,28 +274,36 @@ async def admin_faults(request: web.Request) -> web.Response:
             faults.update(await request.json())
         except (ValueError, TypeError) as exc:
             return _json(400, {"error": str(exc)})
+        request.app[STATE].sync_hold()
     return _json(200, faults.as_dict())
 
 
 async def admin_stats(request: web.Request) -> web.Response:
-    """GET /admin/stats: request counters."""
-    return _json(200, dict(request.app[STATE].stats))
+    """GET /admin/stats: request counters, batches in progress and the current batch size hint."""
+    st = request.app[STATE]
+    return _json(200, {**st.stats, "in_flight": st.admission.in_flight, "peak_in_flight": st.admission.peak_in_flight,
+                       "hint_rows": st.admission.hint_rows})
 
 
 async def _open_pool(app: web.Application) -> AsyncIterator[None]:
     st = app[STATE]
-    st.pool = await asyncpg.create_pool(st.dsn, min_size=1, max_size=8)
+    st.pool = await asyncpg.create_pool(st.dsn, min_size=1, max_size=st.pool_size)
     async with st.pool.acquire() as conn:
-        await ensure_schema(conn)
+        await ensure_schema(conn, st.partitions)
     yield
     await st.pool.close()
     st.pool = None
 
 
-def make_app(dsn: str, token: str, *, admin_token: str | None = None, faults: Faults | None = None) -> web.Application:
+def make_app(
+    dsn: str, token: str, *, admin_token: str | None = None, faults: Faults | None = None,
+    limits: AdmissionLimits | None = None, pool_size: int = 8,
+) -> web.Application:
     """Build the receiver application (the pool opens on startup)."""
     app = web.Application(middlewares=[swallow_drops, gateway_faults], client_max_size=64 * 1024 * 1024)
-    app[STATE] = ReceiverState(dsn=dsn, token=token, admin_token=admin_token or token, faults=faults or Faults())
+    app[STATE] = ReceiverState(dsn=dsn, token=token, admin_token=admin_token or token, faults=faults or Faults(),
+                               pool_size=pool_size, admission=Admission(limits or AdmissionLimits()))
+    app[STATE].sync_hold()
     app.cleanup_ctx.append(_open_pool)
     gw = "/v1/gateways/{gateway_id}"
     app.router.add_post(gw + "/streams/{stream}/batches", post_batch)

@@ -21,6 +21,8 @@ class Faults:
     reset_rate: float = 0.0  # share of requests whose connection is aborted before anything is stored
     drop_after_commit_rate: float = 0.0  # share of batch/claim requests whose response is lost after commit
     drop_after_commit_next: int = 0  # the next N batch/claim responses are lost after commit (deterministic)
+    hold_batches: bool = False  # admitted batches wait (holding their slot) until this is switched off
+    store_delay_ms: int = 0  # added to every admitted batch before it is stored (a slow database)
     reject_seqs: dict[str, list[int]] = field(default_factory=dict)  # 422 for batches holding these seqs
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)

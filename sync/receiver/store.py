@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from sync.receiver.schema import Partitions
 from sync.receiver.validate import TELEMETRY_COLUMNS, telemetry_columns
 
 _TELEMETRY_INSERT = """
@@ -15,7 +16,6 @@ INSERT INTO telemetry_samples (gateway_id, generation, seq, zone_uid, node_uid, 
                                received_at, ts_source, clock_synced, raw)
 SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],
                              $9::float8[], $10::float8[], $11::text[], $12::bool[], $13::text[])
-ON CONFLICT DO NOTHING
 """
 _ITEMS_INSERT = """
 INSERT INTO stream_items (gateway_id, generation, stream, seq, created_at, data)
@@ -25,12 +25,13 @@ ON CONFLICT DO NOTHING
 # Rows of a batch that are already stored under the same (gateway, generation, seq) with other content:
 # a sequence number used twice for different data, which the sender must hear about (409), never a skip.
 _TELEMETRY_DIFFERING = """
-SELECT b.seq FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::float8[],
-                         $9::float8[], $10::text[]) AS b(seq, zone_uid, node_uid, metric_type, channel, value, ts, raw)
-JOIN telemetry_samples t ON t.gateway_id = $1 AND t.generation = $2 AND t.seq = b.seq
-WHERE (t.zone_uid, t.node_uid, t.metric_type, t.channel, t.value, t.ts, t.raw)
+SELECT b.seq, t.seq IS NULL AS missing FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::float8[], $9::float8[], $10::text[])
+     AS b(seq, zone_uid, node_uid, metric_type, channel, value, ts, raw)
+LEFT JOIN telemetry_samples t ON t.gateway_id = $1 AND t.generation = $2 AND t.seq = b.seq
+WHERE t.seq IS NULL OR (t.zone_uid, t.node_uid, t.metric_type, t.channel, t.value, t.ts, t.raw)
       IS DISTINCT FROM (b.zone_uid, b.node_uid, b.metric_type, b.channel, b.value, b.ts, b.raw)
-ORDER BY b.seq LIMIT 20
+ORDER BY b.seq
 """
 _ITEMS_DIFFERING = """
 SELECT b.seq FROM unnest($4::bigint[], $5::jsonb[]) AS b(seq, data)
@@ -59,13 +60,20 @@ def body_hash(raw: bytes) -> str:
 
 async def store_batch(
     pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[dict[str, Any]],
-    columns: dict[str, list[Any]] | None = None, digest: str = "",
+    columns: dict[str, list[Any]] | None = None, digest: str = "", partitions: Partitions | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Insert a batch once; returns (outcome, response) with outcome stored, duplicate or conflict.
+    """Insert a batch once (creating missing monthly partitions first); returns (outcome, response).
+
+    The outcome is stored, duplicate or conflict.
 
     A repeated key with the same body is a duplicate; with another body, or rows already stored under
     the same sequence numbers with other content, it is a conflict and nothing is written.
     """
+    if stream == "telemetry" and partitions is not None:
+        months = partitions.missing((columns or telemetry_columns(items))["ts"])
+        if months:
+            async with pool.acquire() as conn:
+                await partitions.create(conn, months)
     try:
         return await _store(pool, gateway_id, generation, stream, key, items, columns, digest)
     except _Conflict as conflict:
@@ -87,23 +95,18 @@ async def _store(
                                  "first_seq": first, "last_seq": last})
             return DUPLICATE, {**json.loads(previous["response"]), "duplicate": True}
         if stream == "telemetry":
-            cols = columns or telemetry_columns(items)
-            args = [cols[k] for k in TELEMETRY_COLUMNS]
-            status = await conn.execute(_TELEMETRY_INSERT, gateway_id, generation, *args)
+            inserted = await _store_telemetry(conn, gateway_id, generation, columns or telemetry_columns(items))
         else:
             seqs, datas = [it["seq"] for it in items], [json.dumps(it["data"]) for it in items]
             status = await conn.execute(
                 _ITEMS_INSERT, gateway_id, generation, stream, seqs, [it.get("created_at") for it in items], datas
             )
-        inserted = _inserted(status)
-        if inserted < len(items):  # a retry cut differently, or a sequence reused: compare the content
-            if stream == "telemetry":
-                differing = await conn.fetch(_TELEMETRY_DIFFERING, gateway_id, generation, *args[:7], args[-1])
-            else:
+            inserted = _inserted(status)
+            if inserted < len(items):  # a retry cut differently, or a sequence reused: compare the content
                 differing = await conn.fetch(_ITEMS_DIFFERING, gateway_id, generation, stream, seqs, datas)
-            if differing:
-                raise _Conflict({"error": "sequence numbers already stored with other content",
-                                 "seqs": [r["seq"] for r in differing], "first_seq": first, "last_seq": last})
+                if differing:
+                    raise _Conflict({"error": "sequence numbers already stored with other content",
+                                     "seqs": [r["seq"] for r in differing], "first_seq": first, "last_seq": last})
         response = {"stored": len(items), "inserted": inserted, "first_seq": first, "last_seq": last,
                     "duplicate": False}
         done = await conn.fetchval(
@@ -116,6 +119,58 @@ async def _store(
         return STORED, response
 
 
+def _runs(seqs: list[int], covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Maximal runs of (increasing) new seqs that no covered range cuts through: the ranges to record."""
+    runs: list[tuple[int, int]] = []
+    for seq in seqs:
+        if runs and not any(runs[-1][1] < lo <= seq for lo, _ in covered):
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+async def _store_telemetry(conn: asyncpg.Connection, gateway_id: str, generation: str,
+                           cols: dict[str, list[Any]]) -> int:
+    """Insert the rows of a telemetry batch that are not stored yet; returns how many were inserted.
+
+    The partitioned table cannot hold a unique (gateway, generation, seq) key, so the stored runs of
+    seqs are kept in ``telemetry_seq_ranges`` and batches of one (gateway, generation) are serialised by
+    an advisory lock (across receiver processes too). A batch that touches no stored range - the normal
+    case - is inserted as is; an overlapping retry is compared row by row against what is stored.
+    """
+    seqs: list[int] = cols["seq"]
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{gateway_id}/{generation}")
+    covered = [(r["first_seq"], r["last_seq"]) for r in await conn.fetch(
+        "SELECT first_seq, last_seq FROM telemetry_seq_ranges WHERE gateway_id = $1 AND generation = $2"
+        " AND first_seq <= $4 AND last_seq >= $3 ORDER BY first_seq", gateway_id, generation, seqs[0], seqs[-1])]
+    args = [cols[k] for k in TELEMETRY_COLUMNS]
+    fresh = list(range(len(seqs)))
+    if covered:
+        old = [i for i, s in enumerate(seqs) if any(lo <= s <= hi for lo, hi in covered)]
+        if old:
+            picked = [[col[i] for i in old] for col in args]
+            rows = await conn.fetch(_TELEMETRY_DIFFERING, gateway_id, generation, *picked[:7], picked[-1])
+            differing = [r["seq"] for r in rows if not r["missing"]]
+            if differing:
+                raise _Conflict({"error": "sequence numbers already stored with other content",
+                                 "seqs": differing[:20], "first_seq": seqs[0], "last_seq": seqs[-1]})
+            missing = {r["seq"] for r in rows}  # inside a stored range but absent: new data after all
+            old_set = set(old)
+            fresh = [i for i in fresh if i not in old_set or seqs[i] in missing]
+        if not fresh:
+            return 0
+        args = [[col[i] for i in fresh] for col in args]
+    await conn.execute(_TELEMETRY_INSERT, gateway_id, generation, *args)
+    new_seqs = args[0]
+    runs = _runs([s for s in new_seqs if not any(lo <= s <= hi for lo, hi in covered)], covered)
+    if runs:
+        await conn.executemany(
+            "INSERT INTO telemetry_seq_ranges (gateway_id, generation, first_seq, last_seq) VALUES ($1, $2, $3, $4)",
+            [(gateway_id, generation, lo, hi) for lo, hi in runs])
+    return len(new_seqs)
+
+
 async def stream_marks(
     pool: asyncpg.Pool, gateway_id: str, generation: str, streams: tuple[str, ...]
 ) -> dict[str, int]:
@@ -125,7 +180,7 @@ async def stream_marks(
         for stream in streams:
             if stream == "telemetry":
                 value = await conn.fetchval(
-                    "SELECT max(seq) FROM telemetry_samples WHERE gateway_id = $1 AND generation = $2",
+                    "SELECT max(last_seq) FROM telemetry_seq_ranges WHERE gateway_id = $1 AND generation = $2",
                     gateway_id, generation)
             else:
                 value = await conn.fetchval(

@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.clock import ManualClock
+from sync.receiver.admission import AdmissionLimits
 from sync.receiver.app import STATE, make_app
 from sync.receiver.faults import Faults
 
@@ -26,8 +27,10 @@ GATEWAY = "gw-test"
 class RunningReceiver:
     """The reference receiver served on a real 127.0.0.1 socket inside the test's loop."""
 
-    def __init__(self, dsn: str, gateway: str = GATEWAY, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, dsn: str, gateway: str = GATEWAY, ssl_context: ssl.SSLContext | None = None,
+                 limits: AdmissionLimits | None = None) -> None:
         self.dsn = dsn
+        self.limits = limits
         self.gateway = gateway
         self.ssl_context = ssl_context
         self.faults = Faults()
@@ -44,7 +47,7 @@ class RunningReceiver:
 
     async def start(self) -> None:
         """Serve (again on the same port after ``stop``)."""
-        self.app = make_app(self.dsn, TOKEN, admin_token=ADMIN, faults=self.faults)
+        self.app = make_app(self.dsn, TOKEN, admin_token=ADMIN, faults=self.faults, limits=self.limits)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
