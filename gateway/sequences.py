@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.store import nodes
 from gateway.store.db import Database
 from gateway.writer import SeqMark
 
@@ -81,12 +82,11 @@ class NodeSequences:
 
     async def load(self) -> None:
         """Read the committed state (at start, before any message is routed)."""
-        rows = await self._db.fetchall("SELECT node_id, boot, high, holes, gaps, duplicates FROM node_sequences")
         self._states = {}
-        for r in rows:
-            holes = json.loads(r[3]) if r[3] else []
-            self._states[int(r[0])] = _State(str(r[1]), int(r[2]), [h[0] for h in holes], [h[1] for h in holes],
-                                              int(r[4]), int(r[5]))
+        for r in await nodes.sequences(self._db):
+            holes = json.loads(r.holes) if r.holes else []
+            self._states[r.node_id] = _State(r.boot, r.high, [h[0] for h in holes], [h[1] for h in holes], r.gaps,
+                                             r.duplicates)
 
     def check(self, node_id: int, node_uid: str, boot: str, seq: int, dup_flag: bool) -> tuple[str | None, SeqMark]:
         """Record (node, boot, seq); returns (duplicate reason or None, the node's state to commit with it).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -197,9 +196,9 @@ class Scheduler:
     async def _last_run(self, job_id: str, now: datetime) -> datetime:
         if job_id in self._last:
             return self._last[job_id]
-        row = await self._db.fetchone("SELECT value FROM kv_state WHERE key=?", (_KV_PREFIX + job_id,))
-        if row is not None:
-            last = datetime.fromisoformat(json.loads(row["value"])["last_run"])
+        saved = await self._db.get_state(_KV_PREFIX + job_id)
+        if saved is not None:
+            last = datetime.fromisoformat(saved["last_run"])
             self._last[job_id] = last
             return last
         await self._save_last(job_id, now)  # a new job has missed nothing
