@@ -19,7 +19,6 @@ import bisect
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -55,14 +54,14 @@ class _State:
                           separators=(",", ":")) if self.lows else ""
 
 
-def message_identity(payload: Any) -> tuple[str, int] | None:
+def message_identity(payload: object) -> tuple[str, int] | None:
     """(boot, seq) of a schema-valid payload object that carries them, else None (older firmware)."""
     if not isinstance(payload, dict):
         return None
     return identity_of(payload.get("boot"), payload.get("seq"))
 
 
-def identity_of(boot: Any, seq: Any) -> tuple[str, int] | None:
+def identity_of(boot: object, seq: object) -> tuple[str, int] | None:
     """Normalise a boot id (string or counter) and a sequence number; None unless both are usable."""
     if boot is None or seq is None or isinstance(seq, bool) or not isinstance(seq, int):
         return None
@@ -150,7 +149,7 @@ class NodeSequences:
         else:
             self._states[node_id] = state
 
-    def stats(self, node_id: int) -> dict[str, Any] | None:
+    def stats(self, node_id: int) -> dict[str, str | int] | None:
         """The node's boot, highest sequence number, gaps (given up on + still missing) and duplicates."""
         st = self._states.get(node_id)
         if st is None:

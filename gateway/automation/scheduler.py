@@ -68,7 +68,7 @@ class Job:
 
 @dataclass(frozen=True)
 class _Periodic:
-    fn: Callable[[], Awaitable[Any]]
+    fn: Callable[[], Awaitable[object]]
     interval_s: float
     run_at_start: bool
 
@@ -129,7 +129,7 @@ class Scheduler:
         return sorted(self._jobs)
 
     def register_periodic(
-        self, name: str, coro_fn: Callable[[], Awaitable[Any]], interval_s: float, run_at_start: bool = False
+        self, name: str, coro_fn: Callable[[], Awaitable[object]], interval_s: float, run_at_start: bool = False
     ) -> None:
         """Run ``coro_fn`` every ``interval_s`` seconds of monotonic time (its errors end the service)."""
         if interval_s <= 0:

@@ -49,8 +49,21 @@ def _literals(tree: ast.AST) -> list[tuple[int, str]]:
     return out
 
 
+_DB_CALLS = frozenset({"execute", "executemany", "executescript", "fetchall", "fetchone"})
+
+
+def _db_calls(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every ``x.execute(…)``-like call: SQL built elsewhere and run here is SQL here too."""
+    return [
+        (node.lineno, f".{node.func.attr}(")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _DB_CALLS
+    ]
+
+
 def sql_outside_store(root: Path) -> list[str]:
-    """``path:line: statement`` for every SQL statement in a string literal outside the allowed modules."""
+    """``path:line: statement`` for every SQL statement in a string literal, and every statement run, outside
+    the allowed modules."""
     problems = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
@@ -61,6 +74,7 @@ def sql_outside_store(root: Path) -> list[str]:
             match = _SQL.search(text)
             if match:
                 problems.append(f"gateway/{rel}:{line}: {' '.join(match.group(0).split())[:60]}")
+        problems.extend(f"gateway/{rel}:{line}: {call}" for line, call in _db_calls(tree))
     return problems
 
 
@@ -88,7 +102,7 @@ def test_the_scan_finds_sql(tmp_path: Path, source: str) -> None:
     (tmp_path / "writer.py").write_text(source + "\n", encoding="utf-8")
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "views.py").write_text(source + "\n", encoding="utf-8")
-    assert [p.split(":")[0] for p in sql_outside_store(tmp_path)] == ["gateway/web/views.py"]
+    assert {p.split(":")[0] for p in sql_outside_store(tmp_path)} == {"gateway/web/views.py"}
 
 
 def test_the_scan_leaves_prose_alone(tmp_path: Path) -> None:
