@@ -38,7 +38,7 @@ from gateway.metric_types import Metric
 from gateway.metrics import Metrics
 from gateway.readings import LatestReadings
 from gateway.store import dosing as dosing_store
-from gateway.store import kv, readings
+from gateway.store import kv, samples
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class TelemetryLastSource:
 
     async def latest(self, zone_id: int, metric: Metric) -> Sample | None:
         """Newest value by receive time."""
-        row = await readings.newest_of_zone(self._db, zone_id, metric.value)
+        row = await samples.newest_of_zone(self._db, zone_id, metric.value)
         return None if row is None else Sample(row.value, row.received_at)
 
 

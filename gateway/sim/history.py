@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from gateway.sim.tank import TankSim
-from gateway.store import events, readings, water
+from gateway.store import events, samples, water
 from gateway.store.events import EventValues
-from gateway.store.readings import SampleValues
+from gateway.store.samples import SampleValues
 from gateway.store.water import RunValues
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _sample(z: ZoneHistory, tank: TankSim, t: float, tz: ZoneInfo) -> None:
 def _write(conn: sqlite3.Connection, zones: list[ZoneHistory]) -> int:
     rows = 0
     for z in zones:
-        readings.insert_samples(conn, z.samples)
+        samples.insert_samples(conn, z.samples)
         events.insert_unsynced(conn, z.events)
         water.insert_runs(conn, z.runs)
         rows += len(z.samples)
@@ -165,7 +165,7 @@ async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float =
     Returns the end of the simulated past (wall seconds), or None when nothing was written.
     """
     now = gw.clock.time()
-    if await readings.has_samples_before(gw.db, now - 3600):
+    if await samples.has_samples_before(gw.db, now - 3600):
         return None  # a restarted demo keeps the past it has
     tz = ZoneInfo(gw.settings.gateway.timezone)
     recipes = {p.uid: p.assignment for p in getattr(gw.automation, "plans", [])}

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.store.db import Database
+from sync.outbox import ENQUEUE_SQL
 from sync.streams import OUTBOX_STREAMS
 
 METRICS = ("ph", "ec", "temp_air", "temp_water", "humidity", "co2", "lux", "water_level", "flow_rate")
@@ -80,8 +81,7 @@ def add_outbox(path: Path, per_stream: int, *, created_at: float = 1_767_225_600
             for i in range(per_stream):
                 for stream in OUTBOX_STREAMS:
                     body = {"kind": stream, "n": i, "text": f"{stream} #{i}"}
-                    conn.execute("INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-                                 (stream, json.dumps(body), created_at + i))
+                    conn.execute(ENQUEUE_SQL, (stream, json.dumps(body), created_at + i))
     finally:
         conn.close()
 

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from gateway.metric_types import CANONICAL_METRICS
 from gateway.metric_types import Metric as Quantity
-from gateway.store import readings as readings_store
+from gateway.store import samples as samples_store
 from gateway.web.plan_view import targets_now
 from gateway.web.services import safety_of
 
@@ -51,7 +51,7 @@ class _Snapshot(Collector):
 async def sensor_exposition(g: Gateway) -> bytes:
     """The text exposition of the sensor, target and pump families."""
     now = g.clock.time()
-    rows = await readings_store.latest(g.db)
+    rows = await samples_store.latest(g.db)
     labels = ["zone", "node", "channel"]
     values = {m: GaugeMetricFamily(name, doc, labels=labels) for m, (name, doc) in SENSOR_FAMILIES.items()}
     age = GaugeMetricFamily(

@@ -15,7 +15,7 @@ from gateway.safety.interlock import CRITICAL_ALERT_CODES
 from gateway.store import commands as commands_store
 from gateway.store import events as events_store
 from gateway.store import nodes as nodes_store
-from gateway.store import readings as readings_store
+from gateway.store import samples as samples_store
 from gateway.store.alerts import AlertJson
 from gateway.store.commands import CommandJson
 from gateway.store.events import EventJson
@@ -266,7 +266,7 @@ def _water_view(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, Any]]]:
-    rows = await readings_store.latest(g.db)
+    rows = await samples_store.latest(g.db)
     stale_after = g.settings.safety.stale_after_s
     by_zone: dict[int, list[dict[str, Any]]] = {}
     for r in rows:

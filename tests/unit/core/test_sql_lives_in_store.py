@@ -112,3 +112,15 @@ def test_the_scan_leaves_prose_alone(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert sql_outside_store(tmp_path) == []
+
+
+def test_sync_outbox_has_one_writer() -> None:
+    """Every row upstream goes through ``sync.outbox.enqueue`` (its statement is the only INSERT of the table)."""
+    root = GATEWAY.parent
+    writers = []
+    for package in ("gateway", "sync", "drivers", "bench"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            writers += [f"{path.relative_to(root)}:{line}" for line, text in _literals(tree)
+                        if re.search(r"\bINSERT\s+(?:OR\s+\w+\s+)?INTO\s+sync_outbox\b", text)]
+    assert len(writers) == 1 and writers[0].startswith("sync/outbox.py:"), writers

@@ -1,4 +1,5 @@
-"""Reads of the telemetry tables outside the hot write path (``gateway/writer.py`` owns the writes)."""
+"""Reads of the telemetry tables outside the hot write path (``gateway/writer.py`` owns the writes): the newest
+readings (``telemetry_last``) and a bulk insert of simulated samples."""
 
 from __future__ import annotations
 
