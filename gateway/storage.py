@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
@@ -104,7 +104,7 @@ class StorageGuard:
         """``full`` while commits fail, else the level of the disk use."""
         return StorageLevel.FULL if self.full else self._disk_level
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """JSON-ready state for /api/status."""
         return {
             "level": self.level.value,
