@@ -20,13 +20,16 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.store.db import Database
+
+if TYPE_CHECKING:  # imported when the apscheduler driver starts (optional at run time)
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class Scheduler:
         self._tg: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._aps: Any = None
+        self._aps: AsyncIOScheduler | None = None
         self._crash: BaseException | None = None
         self.runs = 0
         self.parked_until: float | None = None  # monotonic deadline the clock driver sleeps until (status, tests)
@@ -113,7 +116,7 @@ class Scheduler:
         self._jobs[job.id] = job
         self._reconciled.discard(job.id)
         if self._aps is not None:
-            self._aps_add(job)
+            self._aps_add(self._aps, job)
         self._changed.set()
 
     def remove(self, job_id: str) -> None:
@@ -281,7 +284,7 @@ class Scheduler:
         await self.run_due()
         self._aps = AsyncIOScheduler(timezone=UTC)
         for job in self._jobs.values():
-            self._aps_add(job)
+            self._aps_add(self._aps, job)
         self._aps.start()
         try:
             while True:
@@ -294,8 +297,8 @@ class Scheduler:
             self._aps.shutdown(wait=False)
             self._aps = None
 
-    def _aps_add(self, job: Job) -> None:
-        self._aps.add_job(
+    def _aps_add(self, aps: AsyncIOScheduler, job: Job) -> None:
+        aps.add_job(
             self._aps_fire,
             trigger=job.trigger,
             args=[job.id],
