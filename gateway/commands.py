@@ -8,10 +8,9 @@ the reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -22,6 +21,8 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.router import RejectedMessage, Routed
 from gateway.safety.gate import Dispatched, NodeNotAssigned
+from gateway.store import commands as store
+from gateway.store.commands import CommandJson
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class CommandGate(Protocol):
         ...
 
 
-ErrorHook = Callable[[dict[str, Any], str, dict[str, Any]], Awaitable[None]]
+ErrorHook = Callable[[CommandJson, str, Mapping[str, object]], Awaitable[None]]
 
 
 class CommandRefused(Exception):
@@ -97,12 +98,12 @@ class CommandService:
         zone_uid: str,
         channel: str,
         cmd: str,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
         *,
         node_uid: str | None = None,
         source: str = "api",
         cmd_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> CommandJson:
         """Create and dispatch a command; returns its record. Raises CommandRefused when refused.
 
         The command must match the contract (422 otherwise, nothing stored or sent); the gate checks the
@@ -160,23 +161,16 @@ class CommandService:
     async def resend_in_flight(self) -> int:
         """After a restart: send node commands that were SENT but never answered again (nodes ignore repeats);
         anything that actuates passes the interlock again, as it is now."""
-        cutoff = self._clock.time() - self._timeout
-        rows = await self._db.fetchall(
-            "SELECT c.cmd_id, c.zone_id, c.channel, c.cmd, c.params, c.source, n.uid AS node_uid FROM commands c"
-            " JOIN nodes n ON n.id = c.node_id WHERE c.target='node' AND c.status IN ('QUEUED','SENT')"
-            " AND c.created_at >= ?",
-            (cutoff,),
-        )
+        rows = await store.in_flight(self._db, self._clock.time() - self._timeout)
         for row in rows:
             try:
-                command = parse_command(row["cmd"], json.loads(row["params"]))
+                command = parse_command(row.cmd, row.params)
             except CommandContractError as exc:
-                await self._set_status(str(row["cmd_id"]), Status.FAILED, error_code="invalid_command",
+                await self._set_status(row.cmd_id, Status.FAILED, error_code="invalid_command",
                                        details={"reason": exc.reason})
                 continue
             try:
-                await self._dispatch(str(row["cmd_id"]), int(row["zone_id"]), str(row["channel"]),
-                                     str(row["node_uid"]), command, str(row["source"]))
+                await self._dispatch(row.cmd_id, row.zone_id, row.channel, row.node_uid, command, row.source)
             except CommandRefused:
                 continue  # recorded as FAILED with the reason
         return len(rows)
@@ -185,11 +179,11 @@ class CommandService:
         """Apply a node's command_response."""
         resp: dict[str, Any] = routed.payload
         cmd_id = str(resp.get("cmd_id", ""))
-        row = await self._row(cmd_id)
+        row = await store.get(self._db, cmd_id)
         if row is None:
             raise RejectedMessage("unknown_cmd_id", cmd_id)
         node = self._registry.get(routed.topic.node or "")
-        if node is None or node.id != row["node_id"] or (routed.topic.channel or "") != row["channel"]:
+        if node is None or node.id != row.node_id or (routed.topic.channel or "") != row.record["channel"]:
             raise RejectedMessage("response_wrong_node", f"{cmd_id} answered by {routed.topic.node}")
         status = {"ACK": Status.ACK, "DONE": Status.DONE, "ERROR": Status.FAILED}[str(resp["status"])]
         details = resp.get("details") or {}
@@ -201,14 +195,10 @@ class CommandService:
 
     async def sweep_once(self) -> int:
         """Mark SENT/ACK commands older than the timeout as TIMEOUT."""
-        cutoff = self._clock.time() - self._timeout
-        rows = await self._db.fetchall(
-            "SELECT cmd_id FROM commands WHERE status IN ('QUEUED','SENT','ACK') AND COALESCE(sent_at, created_at) < ?",
-            (cutoff,),
-        )
-        for row in rows:
-            await self._set_status(str(row["cmd_id"]), Status.TIMEOUT, error_code="timeout")
-        return len(rows)
+        overdue = await store.overdue(self._db, self._clock.time() - self._timeout)
+        for cmd_id in overdue:
+            await self._set_status(cmd_id, Status.TIMEOUT, error_code="timeout")
+        return len(overdue)
 
     async def sweeper(self, interval_s: float = 1.0) -> None:
         """Run ``sweep_once`` forever."""
@@ -216,27 +206,10 @@ class CommandService:
             await self._clock.sleep(interval_s)
             await self.sweep_once()
 
-    async def get(self, cmd_id: str) -> dict[str, Any] | None:
+    async def get(self, cmd_id: str) -> CommandJson | None:
         """The command as JSON-ready dict, or None."""
-        row = await self._row(cmd_id)
-        return None if row is None else _record(row)
-
-    async def recent(self, zone_id: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Most recent commands (optionally of one zone)."""
-        if zone_id is None:
-            rows = await self._db.fetchall("SELECT * FROM commands ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = await self._db.fetchall(
-                "SELECT * FROM commands WHERE zone_id=? ORDER BY id DESC LIMIT ?", (zone_id, limit)
-            )
-        return [_record(r) for r in rows]
-
-    async def _row(self, cmd_id: str) -> Any:
-        return await self._db.fetchone(
-            "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c LEFT JOIN zones z ON z.id=c.zone_id"
-            " LEFT JOIN nodes n ON n.id=c.node_id WHERE c.cmd_id=?",
-            (cmd_id,),
-        )
+        row = await store.get(self._db, cmd_id)
+        return None if row is None else row.record
 
     async def _insert(
         self,
@@ -248,60 +221,27 @@ class CommandService:
         command: ValidCommand,
         source: str,
     ) -> None:
-        now = self._clock.time()
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO commands(cmd_id, zone_id, node_id, channel, target, cmd, params, source, status,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'QUEUED', ?, ?)",
-                (cmd_id, zone_id, node_id, channel, target, command.name.value, json.dumps(dict(command.params)),
-                 source, now, now),
-            )
-            await self._outbox(conn, cmd_id)
+        await store.insert(
+            self._db, cmd_id=cmd_id, zone_id=zone_id, node_id=node_id, channel=channel, target=target,
+            cmd=command.name.value, params=command.params, source=source, now=self._clock.time(),
+        )
         self._metrics.commands.labels(status="QUEUED").inc()
 
     async def _set_status(
-        self, cmd_id: str, status: Status, *, error_code: str | None = None, details: dict[str, Any] | None = None
+        self, cmd_id: str, status: Status, *, error_code: str | None = None, details: Mapping[str, object] | None = None
     ) -> bool:
         """Move forward only (a late ACK after DONE is ignored); returns True when the status changed."""
-        now = self._clock.time()
         column = {Status.SENT: "sent_at", Status.ACK: "ack_at"}.get(status, "finished_at")
-        async with self._db.transaction() as conn:
-            async with conn.execute("SELECT status FROM commands WHERE cmd_id=?", (cmd_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                return False
-            current = Status(row[0])
-            if current in FINAL or _ORDER[status] <= _ORDER[current]:
-                return False
-            await conn.execute(
-                f"UPDATE commands SET status=?, {column}=?, updated_at=?, error_code=COALESCE(?, error_code),"
-                " details=CASE WHEN ? IS NULL THEN details ELSE ? END WHERE cmd_id=?",
-                (status.value, now, now, error_code, None if details is None else 1, json.dumps(details or {}), cmd_id),
-            )
-            await self._outbox(conn, cmd_id)
+
+        def may_move(current: str) -> bool:
+            now_status = Status(current)
+            return now_status not in FINAL and _ORDER[status] > _ORDER[now_status]
+
+        moved = await store.advance(self._db, cmd_id, status.value, may_move=may_move, at_column=column,
+                                    error_code=error_code, details=details, now=self._clock.time())
+        if not moved:
+            return False
         self._metrics.commands.labels(status=status.value).inc()
         if status in (Status.FAILED, Status.TIMEOUT):
             log.warning("command %s %s (%s)", cmd_id, status.value, error_code)
         return True
-
-    async def _outbox(self, conn: Any, cmd_id: str) -> None:
-        async with conn.execute(
-            "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c LEFT JOIN zones z ON z.id=c.zone_id"
-            " LEFT JOIN nodes n ON n.id=c.node_id WHERE c.cmd_id=?",
-            (cmd_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        await conn.execute(
-            "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('command_status', ?, ?)",
-            (json.dumps(_record(row)), self._clock.time()),
-        )
-
-
-def _record(row: Any) -> dict[str, Any]:
-    out = dict(row)
-    out["params"] = json.loads(out["params"])
-    out["details"] = json.loads(out["details"])
-    out.pop("id", None)
-    out.pop("zone_id", None)
-    out.pop("node_id", None)
-    return out

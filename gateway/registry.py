@@ -20,7 +20,9 @@ from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.router import RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig
+from gateway.store import nodes as store
 from gateway.store.db import Database
+from gateway.store.nodes import NodeAssignment, NodeRow, NodeWrite
 from gateway.water.config import water_cycle_to_dict
 
 log = logging.getLogger(__name__)
@@ -98,33 +100,25 @@ class Registry:
 
     async def _store_config(self, zones: list[ZoneConfig], nodes: list[NodeConfig]) -> None:
         now = self._clock.time()
-        async with self._db.transaction() as conn:
-            for zone in zones:
-                water_cycle = water_cycle_to_dict(zone.water_cycle) if zone.water_cycle is not None else {}
-                await conn.execute(
-                    "INSERT INTO zones(uid, name, settings, created_at) VALUES (?,?,?,?)"
-                    " ON CONFLICT(uid) DO UPDATE SET name=excluded.name, settings=excluded.settings",
-                    (zone.uid, zone.name or zone.uid, json.dumps({"water_cycle": water_cycle}), now),
-                )
-        self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
+        await store.upsert_zones(self._db, [
+            (zone.uid, zone.name or zone.uid,
+             {"water_cycle": water_cycle_to_dict(zone.water_cycle) if zone.water_cycle is not None else {}})
+            for zone in zones
+        ], now)
+        self._zones = await store.zone_ids(self._db)
         self._assign_by_hw = {n.hardware_id: n for n in nodes}
         self._assign_by_uid = {n.uid: n for n in nodes}
-        async with self._db.transaction() as conn:
-            for n in nodes:
-                zone_id = self._zones.get(n.zone) if n.zone else None
-                state = Lifecycle.ASSIGNED_TO_ZONE if zone_id else Lifecycle.REGISTERED_BACKEND
-                await conn.execute(
-                    "UPDATE nodes SET zone_id=?, validated=?, lifecycle_state=?, updated_at=? WHERE hardware_id=?",
-                    (zone_id, int(zone_id is not None), state.value, now, n.hardware_id),
-                )
+        assignments = []
+        for n in nodes:
+            zone_id = self._zones.get(n.zone) if n.zone else None
+            state = Lifecycle.ASSIGNED_TO_ZONE if zone_id else Lifecycle.REGISTERED_BACKEND
+            assignments.append(NodeAssignment(n.hardware_id, zone_id, state.value))
+        await store.assign_nodes(self._db, assignments, now)
 
     async def _reload(self) -> None:
         if not self._zones:  # the config could not be stored: the zones the database knows
-            self._zones = {str(r["uid"]): int(r["id"]) for r in await self._db.fetchall("SELECT id, uid FROM zones")}
-        rows = await self._db.fetchall(
-            "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id"
-        )
-        self._by_uid = {str(r["uid"]): _info(r) for r in rows}
+            self._zones = await store.zone_ids(self._db)
+        self._by_uid = {r.uid: _info(r) for r in await store.nodes(self._db)}
         now = self._clock.monotonic()
         for uid in self._by_uid:
             self._last_seen_mono.setdefault(uid, now)
@@ -167,11 +161,9 @@ class Registry:
         uid, existing = await self._resolve_uid(hello, claimed_uid)
         if username and uid != username:
             await self._identity_conflict(hello, username, f"hardware {hello['hardware_id']} belongs to {uid}")
-        holder = await self._db.fetchone("SELECT hardware_id FROM nodes WHERE uid=?", (uid,))
-        if holder is not None and str(holder["hardware_id"]) != str(hello["hardware_id"]):
-            await self._identity_conflict(
-                hello, username, f"uid {uid} belongs to hardware {holder['hardware_id']}"
-            )
+        holder = await store.hardware_of(self._db, uid)
+        if holder is not None and holder != str(hello["hardware_id"]):
+            await self._identity_conflict(hello, username, f"uid {uid} belongs to hardware {holder}")
         node = await self.register(hello, claimed_uid=claimed_uid, resolved=(uid, existing))
         await self.publish_config(node)
 
@@ -186,21 +178,21 @@ class Registry:
         )
         raise RejectedMessage("node_identity_conflict", f"hello from {who} refused: {why}")
 
-    async def _resolve_uid(self, hello: dict[str, Any], claimed_uid: str | None) -> tuple[str, Any]:
+    async def _resolve_uid(self, hello: dict[str, Any], claimed_uid: str | None) -> tuple[str, NodeRow | None]:
         """The uid a hello maps to (config assignment, then the stored row, then the claim) and the stored row."""
         hardware_id = str(hello["hardware_id"])
         assignment = self._assign_by_hw.get(hardware_id) or (
             self._assign_by_uid.get(claimed_uid) if claimed_uid else None
         )
-        existing = await self._db.fetchone("SELECT * FROM nodes WHERE hardware_id=?", (hardware_id,))
+        existing = await store.node_by_hardware(self._db, hardware_id)
         if assignment is not None:
             return assignment.uid, existing
         if existing is not None:
-            return str(existing["uid"]), existing
+            return existing.uid, existing
         return claimed_uid or generated_uid(str(hello.get("node_type", "node")), hardware_id), existing
 
     async def register(
-        self, hello: dict[str, Any], claimed_uid: str | None, resolved: tuple[str, Any] | None = None
+        self, hello: dict[str, Any], claimed_uid: str | None, resolved: tuple[str, NodeRow | None] | None = None
     ) -> NodeInfo:
         """Create or update a node from a hello payload; returns its cached info."""
         hardware_id = str(hello["hardware_id"])
@@ -211,22 +203,12 @@ class Registry:
         uid, existing = resolved if resolved is not None else await self._resolve_uid(hello, claimed_uid)
         zone_id = self._zones.get(assignment.zone) if assignment and assignment.zone else None
         if zone_id is None and existing is not None and assignment is None:
-            zone_id = existing["zone_id"]
+            zone_id = existing.zone_id
         state = Lifecycle.ASSIGNED_TO_ZONE if zone_id is not None else Lifecycle.REGISTERED_BACKEND
-        fields = (
-            uid,
-            str(hello.get("node_type", "")),
-            hello.get("fw_version"),
-            hello.get("hardware_revision"),
-            zone_id,
-            state.value,
-            int(zone_id is not None),
-            now,
-            json.dumps(hello),
-            now,
-        )
+        node = NodeWrite(uid, hardware_id, str(hello.get("node_type", "")), hello.get("fw_version"),
+                         hello.get("hardware_revision"), zone_id, state.value, hello)
         try:
-            await self._write_node(hello, uid, hardware_id, zone_id, state, existing is None, fields, now)
+            await store.write_node(self._db, node, new=existing is None, zone_uid=self._zone_uid(zone_id), now=now)
         except sqlite3.IntegrityError as exc:  # a uid taken between the check and the write: refuse, never crash
             raise RejectedMessage("node_identity_conflict", f"hardware {hardware_id} as {uid}: {exc}") from None
         await self._reload()
@@ -243,52 +225,6 @@ class Registry:
             info.zone_uid,
         )
         return info
-
-    async def _write_node(
-        self,
-        hello: dict[str, Any],
-        uid: str,
-        hardware_id: str,
-        zone_id: int | None,
-        state: Lifecycle,
-        new: bool,
-        fields: tuple[Any, ...],
-        now: float,
-    ) -> None:
-        async with self._db.transaction() as conn:
-            if new:
-                await conn.execute(
-                    "INSERT INTO nodes(uid, node_type, firmware_version, hardware_revision, zone_id, lifecycle_state,"
-                    " validated, last_seen_at, hello, updated_at, hardware_id, first_seen_at, online)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,1)",
-                    (*fields, hardware_id, now),
-                )
-            else:
-                await conn.execute(
-                    "UPDATE nodes SET uid=?, node_type=?, firmware_version=?, hardware_revision=?, zone_id=?,"
-                    " lifecycle_state=?, validated=?, last_seen_at=?, hello=?, updated_at=?, online=1"
-                    " WHERE hardware_id=?",
-                    (*fields, hardware_id),
-                )
-            await conn.execute(
-                "INSERT INTO sync_outbox(stream, body, created_at) VALUES ('node_registrations', ?, ?)",
-                (
-                    json.dumps(
-                        {
-                            "node_uid": uid,
-                            "hardware_id": hardware_id,
-                            "node_type": hello.get("node_type"),
-                            "firmware_version": hello.get("fw_version"),
-                            "hardware_revision": hello.get("hardware_revision"),
-                            "zone_uid": self._zone_uid(zone_id),
-                            "lifecycle_state": state.value,
-                            "seen_at": now,
-                            "first_registration": new,
-                        }
-                    ),
-                    now,
-                ),
-            )
 
     async def publish_config(self, node: NodeInfo) -> None:
         """Publish the node's config, retained, on its config topic."""
@@ -312,9 +248,8 @@ class Registry:
         """Update health fields and bring an offline node back."""
         node = self._require(routed)
         hb: dict[str, Any] = routed.payload
-        await self._db.execute(
-            "UPDATE nodes SET last_seen_at=?, rssi=?, uptime_s=?, free_heap=?, updated_at=? WHERE id=?",
-            (self._clock.time(), hb.get("rssi"), hb.get("uptime_s"), hb.get("free_heap"), self._clock.time(), node.id),
+        await store.record_heartbeat(
+            self._db, node.id, hb.get("rssi"), hb.get("uptime_s"), hb.get("free_heap"), self._clock.time()
         )
         await self._mark_seen(node)
 
@@ -358,9 +293,7 @@ class Registry:
         async with self._transition:
             if self._by_uid.get(node.uid, node).online:
                 return
-            await self._db.execute(
-                "UPDATE nodes SET online=1, updated_at=? WHERE id=?", (self._clock.time(), node.id)
-            )
+            await store.set_online(self._db, node.id, True, self._clock.time())
             resolved = await self._alerts.resolve("infra_node_offline", zone_id=node.zone_id, scope=node.uid)
             if resolved:
                 await self._alerts.record_event(node.zone_id, "NODE_ONLINE", {"node_uid": node.uid})
@@ -372,9 +305,7 @@ class Registry:
         async with self._transition:
             if not self._by_uid.get(node.uid, node).online:
                 return
-            await self._db.execute(
-                "UPDATE nodes SET online=0, updated_at=? WHERE id=?", (self._clock.time(), node.id)
-            )
+            await store.set_online(self._db, node.id, False, self._clock.time())
             await self._alerts.raise_alert(
                 "infra_node_offline",
                 zone_id=node.zone_id,
@@ -401,14 +332,14 @@ def generated_uid(node_type: str, hardware_id: str) -> str:
     return f"nd-{safe_type}-{digest}"
 
 
-def _info(row: Any) -> NodeInfo:
+def _info(row: NodeRow) -> NodeInfo:
     return NodeInfo(
-        id=int(row["id"]),
-        uid=str(row["uid"]),
-        hardware_id=str(row["hardware_id"]),
-        zone_id=row["zone_id"],
-        zone_uid=row["zone_uid"],
-        validated=bool(row["validated"]),
-        online=bool(row["online"]),
-        node_type=str(row["node_type"]),
+        id=row.id,
+        uid=row.uid,
+        hardware_id=row.hardware_id,
+        zone_id=row.zone_id,
+        zone_uid=row.zone_uid,
+        validated=row.validated,
+        online=row.online,
+        node_type=row.node_type,
     )

@@ -19,10 +19,10 @@ import bisect
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.store import nodes
 from gateway.store.db import Database
 from gateway.writer import SeqMark
 
@@ -54,14 +54,14 @@ class _State:
                           separators=(",", ":")) if self.lows else ""
 
 
-def message_identity(payload: Any) -> tuple[str, int] | None:
+def message_identity(payload: object) -> tuple[str, int] | None:
     """(boot, seq) of a schema-valid payload object that carries them, else None (older firmware)."""
     if not isinstance(payload, dict):
         return None
     return identity_of(payload.get("boot"), payload.get("seq"))
 
 
-def identity_of(boot: Any, seq: Any) -> tuple[str, int] | None:
+def identity_of(boot: object, seq: object) -> tuple[str, int] | None:
     """Normalise a boot id (string or counter) and a sequence number; None unless both are usable."""
     if boot is None or seq is None or isinstance(seq, bool) or not isinstance(seq, int):
         return None
@@ -81,12 +81,11 @@ class NodeSequences:
 
     async def load(self) -> None:
         """Read the committed state (at start, before any message is routed)."""
-        rows = await self._db.fetchall("SELECT node_id, boot, high, holes, gaps, duplicates FROM node_sequences")
         self._states = {}
-        for r in rows:
-            holes = json.loads(r[3]) if r[3] else []
-            self._states[int(r[0])] = _State(str(r[1]), int(r[2]), [h[0] for h in holes], [h[1] for h in holes],
-                                              int(r[4]), int(r[5]))
+        for r in await nodes.sequences(self._db):
+            holes = json.loads(r.holes) if r.holes else []
+            self._states[r.node_id] = _State(r.boot, r.high, [h[0] for h in holes], [h[1] for h in holes], r.gaps,
+                                             r.duplicates)
 
     def check(self, node_id: int, node_uid: str, boot: str, seq: int, dup_flag: bool) -> tuple[str | None, SeqMark]:
         """Record (node, boot, seq); returns (duplicate reason or None, the node's state to commit with it).
@@ -150,7 +149,7 @@ class NodeSequences:
         else:
             self._states[node_id] = state
 
-    def stats(self, node_id: int) -> dict[str, Any] | None:
+    def stats(self, node_id: int) -> dict[str, str | int] | None:
         """The node's boot, highest sequence number, gaps (given up on + still missing) and duplicates."""
         st = self._states.get(node_id)
         if st is None:

@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
 import sqlite3
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.store import events
 from gateway.store.db import Database
 from sync.storage_errors import storage_error_text
-from sync.streams import TELEMETRY, ZONE_EVENTS
 
 if TYPE_CHECKING:
     from gateway.settings import StorageSection
@@ -105,7 +104,7 @@ class StorageGuard:
         """``full`` while commits fail, else the level of the disk use."""
         return StorageLevel.FULL if self.full else self._disk_level
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """JSON-ready state for /api/status."""
         return {
             "level": self.level.value,
@@ -272,30 +271,7 @@ class StorageGuard:
         first_ts, last_ts, waiting = self._pending_gap
         now = self._clock.time()
         try:
-            async with self._db.transaction() as conn:
-                async with conn.execute("SELECT IFNULL(MAX(id), 0) FROM telemetry_samples") as cur:
-                    row = await cur.fetchone()
-                seq = int(row[0]) if row else 0
-                # No stored sample was lost (nothing gets an id before its commit): the window is the gap,
-                # what the nodes could not buffer meanwhile is missing upstream.
-                details = {"stream": TELEMETRY, "count": 0, "first_seq": seq, "last_seq": seq,
-                           "first_ts": first_ts, "last_ts": last_ts, "reason": "disk_full",
-                           "waiting_samples_at_recovery": waiting}
-                await conn.execute(
-                    "INSERT INTO sync_gaps (stream, first_seq, last_seq, count, first_ts, last_ts, reason,"
-                    " created_at) VALUES (?, ?, ?, 0, ?, ?, 'disk_full', ?)",
-                    (TELEMETRY, seq, seq, first_ts, last_ts, now),
-                )
-                cur2 = await conn.execute(
-                    "INSERT INTO zone_events (zone_id, type, details, created_at) VALUES (NULL, 'TELEMETRY_GAP', ?, ?)",
-                    (json.dumps(details), now),
-                )
-                event = {"event_id": cur2.lastrowid, "zone_uid": None, "type": "TELEMETRY_GAP", "details": details,
-                         "created_at": now}
-                await conn.execute(
-                    "INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-                    (ZONE_EVENTS, json.dumps(event), now),
-                )
+            await events.record_disk_full_gap(self._db, first_ts, last_ts, waiting, now)
         except sqlite3.OperationalError as exc:
             log.warning("could not record the full-disk gap yet: %s", storage_error_text(exc))
             return

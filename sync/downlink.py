@@ -12,6 +12,7 @@ from typing import TypedDict
 
 from sync.client import UpstreamClient, UpstreamError
 from sync.config_schema import validate_config
+from sync.outbox import enqueue
 from sync.ports import Clock, Database, SystemClock
 from sync.reachability import Reachability
 from sync.storage_errors import storage_error_text
@@ -254,10 +255,8 @@ class Downlink:
         body.update(params=cmd.get("params") or {}, source="upstream", status="FAILED", error_code=error_code,
                     details={"by": "sync", "expires_at": cmd.get("expires_at")}, created_at=now, updated_at=now,
                     finished_at=now)
-        await self.db.execute(
-            "INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-            (COMMAND_STATUS, json.dumps(body), now),
-        )
+        async with self.db.transaction() as conn:
+            await enqueue(conn, COMMAND_STATUS, body, now)
 
     def status(self) -> dict[str, object]:
         """JSON-ready snapshot."""

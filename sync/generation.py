@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Required, TypedDict
 
+from sync.outbox import enqueue
 from sync.ports import Database
 from sync.streams import ALL_STREAMS, TELEMETRY, ZONE_EVENTS, StreamSpec
 
@@ -342,10 +343,7 @@ class SequenceGuard:
                 )
                 event = {"event_id": cur.lastrowid, "zone_uid": None, "type": "TELEMETRY_GAP",
                          "details": details, "created_at": now}
-                await conn.execute(
-                    "INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-                    (ZONE_EVENTS, json.dumps(event), now),
-                )
+                await enqueue(conn, ZONE_EVENTS, event, now)
 
 
 def _int(value: object) -> int:

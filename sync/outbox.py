@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+import aiosqlite
 
 from sync.client import idempotency_key
 from sync.ports import Database
@@ -194,3 +197,17 @@ async def dead_letter_payload(db: Database, dead_letter_id: int) -> dict[str, ob
         return None
     doc: dict[str, object] = json.loads(gzip.decompress(row[0]))
     return doc
+
+
+# The only INSERT into sync_outbox (tests/unit/core/test_sql_lives_in_store.py checks it).
+ENQUEUE_SQL = "INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)"
+
+
+async def enqueue(conn: aiosqlite.Connection, stream: str, body: Mapping[str, object], created_at: float) -> int:
+    """The one writer of ``sync_outbox``: append ``body`` (as JSON) to ``stream``; returns the row's seq.
+
+    Call it inside the transaction that makes the change it reports, so the row goes upstream exactly
+    when the change is committed and in commit order.
+    """
+    cur = await conn.execute(ENQUEUE_SQL, (stream, json.dumps(body, default=str), created_at))
+    return int(cur.lastrowid or 0)

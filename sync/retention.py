@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 
-from sync.outbox import cursor_positions
+from sync.outbox import cursor_positions, enqueue
 from sync.ports import Clock, Database, SystemClock
 from sync.storage_errors import storage_error_text
 from sync.streams import OUTBOX_STREAMS, TELEMETRY, ZONE_EVENTS
@@ -265,10 +265,7 @@ class Retention:
             )
             event = {"event_id": cur.lastrowid, "zone_uid": None, "type": "TELEMETRY_GAP", "details": details,
                      "created_at": now}
-            await conn.execute(
-                "INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-                (ZONE_EVENTS, json.dumps(event), now),
-            )
+            await enqueue(conn, ZONE_EVENTS, event, now)
         log.error("byte budget exceeded: dropped %d unsynced samples (seq %d-%d)", count, first, last)
         return int(count)
 

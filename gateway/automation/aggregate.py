@@ -24,15 +24,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-import aiosqlite
-
 from gateway.clock import Clock
+from gateway.store import aggregates
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
 
 NAME = "telemetry"
-_MINUTE_EXPR = "CAST(ts / 60 AS INTEGER) * 60"
 
 
 def contiguous_runs(values: Iterable[int], step: int) -> list[tuple[int, int]]:
@@ -86,8 +84,7 @@ class Aggregator:
 
     async def run_once(self) -> RunReport:
         """Aggregate everything inserted since the last run."""
-        row = await self._db.fetchone("SELECT MAX(id) AS m FROM telemetry_samples")
-        max_id = int(row["m"]) if row is not None and row["m"] is not None else 0
+        max_id = await aggregates.max_sample_id(self._db)
         totals = [0, 0, 0, 0, 0]
         last_id = await self._last_id()
         while last_id < max_id:
@@ -99,18 +96,12 @@ class Aggregator:
         return RunReport(totals[0], totals[1], totals[2], totals[3], totals[4], last_id)
 
     async def _last_id(self) -> int:
-        row = await self._db.fetchone("SELECT last_id FROM aggregator_state WHERE name=?", (NAME,))
-        return 0 if row is None else int(row["last_id"])
+        return await aggregates.last_id(self._db, NAME)
 
     async def _chunk_once(self, lo: int, hi: int) -> tuple[int, int, int, int, int]:
         async with self._db.transaction() as conn:
-            async with conn.execute("SELECT watermark_ts FROM aggregator_state WHERE name=?", (NAME,)) as cur:
-                st = await cur.fetchone()
-            watermark = None if st is None or st[0] is None else float(st[0])
-            async with conn.execute(
-                f"SELECT {_MINUTE_EXPR} AS b, COUNT(*), MAX(ts) FROM telemetry_samples WHERE id > ? AND id <= ?"
-                " GROUP BY b", (lo, hi)) as cur:
-                buckets = [(int(r[0]), int(r[1]), float(r[2])) for r in await cur.fetchall()]
+            watermark = await aggregates.watermark(conn, NAME)
+            buckets = await aggregates.new_minutes(conn, lo, hi)
             cutoff = -math.inf if watermark is None else watermark - self._lateness
             minutes = sorted(b for b, _, _ in buckets if b + 60 > cutoff)
             late = sum(n for b, n, _ in buckets if b + 60 <= cutoff)
@@ -118,23 +109,19 @@ class Aggregator:
             newest = max((t for _, _, t in buckets), default=-math.inf)
             watermark = max(watermark if watermark is not None else -math.inf, min(newest, self._clock.time()))
             for first, last in contiguous_runs(minutes, 60):
-                await _rebuild_minutes(conn, first, last)
+                await aggregates.rebuild_minutes(conn, first, last)
             hours = sorted({b - b % 3600 for b in minutes})
             for first, last in contiguous_runs(hours, 3600):
-                await _rebuild_hours(conn, first, last)
+                await aggregates.rebuild_hours(conn, first, last)
             days = sorted({local_date(b, self._tz) for b in minutes})
             for d in days:
-                await _rebuild_day(conn, d, self._tz)
-            await conn.execute(
-                "INSERT INTO aggregator_state(name, last_id, watermark_ts, last_ts_1m, last_ts_1h, last_ts_daily,"
-                " late_dropped, runs, updated_at) VALUES (?,?,?,?,?,?,?,1,?)"
-                " ON CONFLICT(name) DO UPDATE SET last_id=excluded.last_id, watermark_ts=excluded.watermark_ts,"
-                " last_ts_1m=MAX(IFNULL(last_ts_1m, 0), IFNULL(excluded.last_ts_1m, 0)),"
-                " last_ts_1h=MAX(IFNULL(last_ts_1h, 0), IFNULL(excluded.last_ts_1h, 0)),"
-                " last_ts_daily=MAX(IFNULL(last_ts_daily, ''), IFNULL(excluded.last_ts_daily, '')),"
-                " late_dropped=late_dropped + excluded.late_dropped, runs=runs + 1, updated_at=excluded.updated_at",
-                (NAME, hi, watermark if math.isfinite(watermark) else None, max(minutes, default=None),
-                 max(hours, default=None), days[-1].isoformat() if days else None, late, self._clock.time()))
+                start, end = local_day_bounds(d, self._tz)
+                # A local day that starts and ends on UTC hours is built from hours, others from minutes.
+                source = aggregates.HOUR_TABLE if start % 3600 == 0 and end % 3600 == 0 else aggregates.MINUTE_TABLE
+                await aggregates.rebuild_day(conn, d, start, end, source)
+            await aggregates.save_telemetry_progress(
+                conn, NAME, hi, watermark if math.isfinite(watermark) else None, max(minutes, default=None),
+                max(hours, default=None), days[-1].isoformat() if days else None, late, self._clock.time())
         if late:
             log.warning("aggregation: %d sample(s) arrived later than %.0f s and were not aggregated", late,
                         self._lateness)
@@ -144,41 +131,7 @@ class Aggregator:
         """Drop old minute and hour aggregates (daily ones stay); returns rows deleted."""
         now = self._clock.time()
         deleted = 0
-        for table, days in (("telemetry_agg_1m", keep_1m_days), ("telemetry_agg_1h", keep_1h_days)):
-            async with self._db.transaction() as conn:
-                cur = await conn.execute(f"DELETE FROM {table} WHERE bucket_start < ?", (now - days * 86_400,))
-                deleted += cur.rowcount
+        for table, days in ((aggregates.MINUTE_TABLE, keep_1m_days), (aggregates.HOUR_TABLE, keep_1h_days)):
+            deleted += await aggregates.prune(self._db, table, now - days * 86_400)
         return deleted
 
-
-async def _rebuild_minutes(conn: aiosqlite.Connection, first: int, last: int) -> None:
-    await conn.execute("DELETE FROM telemetry_agg_1m WHERE bucket_start BETWEEN ? AND ?", (first, last))
-    # The ts range (with 1 s slack) walks the index; the exact bucket test matches the GROUP BY expression.
-    await conn.execute(
-        "INSERT INTO telemetry_agg_1m(bucket_start, zone_id, node_id, metric_type, min, max, avg, sum, count)"
-        f" SELECT {_MINUTE_EXPR} AS b, zone_id, node_id, metric_type, MIN(value), MAX(value), AVG(value),"
-        " SUM(value), COUNT(*) FROM telemetry_samples"
-        f" WHERE ts >= ? AND ts < ? AND {_MINUTE_EXPR} BETWEEN ? AND ?"
-        " GROUP BY b, zone_id, node_id, metric_type",
-        (first - 1, last + 61, first, last))
-
-
-async def _rebuild_hours(conn: aiosqlite.Connection, first: int, last: int) -> None:
-    await conn.execute("DELETE FROM telemetry_agg_1h WHERE bucket_start BETWEEN ? AND ?", (first, last))
-    await conn.execute(
-        "INSERT INTO telemetry_agg_1h(bucket_start, zone_id, node_id, metric_type, min, max, avg, sum, count)"
-        " SELECT bucket_start - bucket_start % 3600 AS h, zone_id, node_id, metric_type, MIN(min), MAX(max),"
-        " SUM(sum) / SUM(count), SUM(sum), SUM(count) FROM telemetry_agg_1m"
-        " WHERE bucket_start >= ? AND bucket_start < ? GROUP BY h, zone_id, node_id, metric_type",
-        (first, last + 3600))
-
-
-async def _rebuild_day(conn: aiosqlite.Connection, d: date, tz: tzinfo) -> None:
-    start, end = local_day_bounds(d, tz)
-    source = "telemetry_agg_1h" if start % 3600 == 0 and end % 3600 == 0 else "telemetry_agg_1m"
-    await conn.execute("DELETE FROM telemetry_daily WHERE date = ?", (d.isoformat(),))
-    await conn.execute(
-        "INSERT INTO telemetry_daily(date, zone_id, node_id, metric_type, min, max, avg, sum, count)"
-        " SELECT ?, zone_id, node_id, metric_type, MIN(min), MAX(max), SUM(sum) / SUM(count), SUM(sum), SUM(count)"
-        f" FROM {source} WHERE bucket_start >= ? AND bucket_start < ? GROUP BY zone_id, node_id, metric_type",
-        (d.isoformat(), start, end))

@@ -8,11 +8,10 @@ cooldowns, caps and a halted doser survive a restart.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.alerts import Alerts
 from gateway.automation.dosing import (
@@ -38,6 +37,8 @@ from gateway.commands import CommandRefused
 from gateway.metric_types import Metric
 from gateway.metrics import Metrics
 from gateway.readings import LatestReadings
+from gateway.store import dosing as dosing_store
+from gateway.store import kv, samples
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,8 @@ class TelemetryLastSource:
 
     async def latest(self, zone_id: int, metric: Metric) -> Sample | None:
         """Newest value by receive time."""
-        row = await self._db.fetchone(
-            "SELECT value, received_at FROM telemetry_last WHERE zone_id=? AND metric_type=?"
-            " ORDER BY received_at DESC LIMIT 1", (zone_id, metric.value))
-        return None if row is None else Sample(float(row["value"]), float(row["received_at"]))
+        row = await samples.newest_of_zone(self._db, zone_id, metric.value)
+        return None if row is None else Sample(row.value, row.received_at)
 
 
 class LatestReadingsSource:
@@ -112,14 +111,12 @@ class DosingService:
         """Restore controller states and the last 24 h of doses."""
         since = self._clock.time() - 86_400.0
         self._history = {}
-        for row in await self._db.fetchall(
-                "SELECT zone_id, reagent, ml, created_at FROM dosing_log WHERE created_at >= ? ORDER BY id", (since,)):
-            self._history.setdefault(int(row["zone_id"]), []).append(
-                DoseRecord(str(row["reagent"]), float(row["ml"]), float(row["created_at"])))
-        for row in await self._db.fetchall("SELECT key, value FROM kv_state WHERE key LIKE ?", (_KV_PREFIX + "%",)):
-            _, zone_uid, param = str(row["key"]).split(":", 2)
-            if param in Param.__members__.values():
-                self._states[(zone_uid, Param(param))] = ParamState.from_dict(json.loads(row["value"]))
+        for dose in await dosing_store.doses_since(self._db, since):
+            self._history.setdefault(dose.zone_id, []).append(DoseRecord(dose.reagent, dose.ml, dose.created_at))
+        for key, saved in (await kv.with_prefix(self._db, _KV_PREFIX)).items():
+            _, zone_uid, param = key.split(":", 2)
+            if param in Param.__members__.values() and isinstance(saved, dict):
+                self._states[(zone_uid, Param(param))] = ParamState.from_dict(saved)
         self._loaded = True
 
     def state(self, zone_uid: str, param: Param) -> ParamState:
@@ -181,17 +178,14 @@ class DosingService:
             await self._db.put_state(f"{_KV_PREFIX}{zone.uid}:{param.value}", state.to_dict(), self._clock.time())
 
     async def _alert_active(self, zone_id: int, param: Param) -> bool:
-        row = await self._db.fetchone(
-            "SELECT 1 FROM alerts WHERE status='ACTIVE' AND zone_id=? AND code='biz_dosing_ineffective' AND scope=?",
-            (zone_id, param.value))
-        return row is not None
+        return await self._alerts.is_active(zone_id, "biz_dosing_ineffective", param.value)
 
     async def _dose(self, zone: ZonePlan, zone_id: int, param: Param, state: ParamState, dose: Dose,
                     now: float) -> ParamState:
-        sent: list[dict[str, Any]] = []
+        sent: list[dict[str, object]] = []
         for reagent, ml in dose.doses:
             act = zone.actuators[reagent]
-            params: dict[str, Any] = {"ml": ml, "reagent": reagent}
+            params: dict[str, object] = {"ml": ml, "reagent": reagent}
             if act.ml_per_s:
                 params["duration_s"] = round(ml / act.ml_per_s, 2)
             try:
@@ -204,11 +198,8 @@ class DosingService:
             self._metrics.dosing_doses.labels(zone=zone.uid, reagent=reagent).inc()
             self._metrics.dosing_volume_ml.labels(zone=zone.uid, reagent=reagent).inc(ml)
             sent.append({"reagent": reagent, "ml": ml, "cmd_id": rec["cmd_id"]})
-            async with self._db.transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO dosing_log(zone_id, parameter, reagent, ml, cmd_id, value_before, target, created_at)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (zone_id, param.value, reagent, ml, rec["cmd_id"], dose.value, dose.target, now))
+            await dosing_store.log_dose(self._db, zone_id, param.value, reagent, ml, rec["cmd_id"], dose.value,
+                                        dose.target, now)
             self._history.setdefault(zone_id, []).append(DoseRecord(reagent, ml, now))
             await self._alerts.record_event(zone_id, "DOSE", {
                 "parameter": param.value, "reagent": reagent, "ml": ml, "value": dose.value, "target": dose.target,

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.store.db import Database
+
+if TYPE_CHECKING:  # imported when the apscheduler driver starts (optional at run time)
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class Job:
 
 @dataclass(frozen=True)
 class _Periodic:
-    fn: Callable[[], Awaitable[Any]]
+    fn: Callable[[], Awaitable[object]]
     interval_s: float
     run_at_start: bool
 
@@ -101,7 +103,7 @@ class Scheduler:
         self._tg: asyncio.TaskGroup | None = None
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._aps: Any = None
+        self._aps: AsyncIOScheduler | None = None
         self._crash: BaseException | None = None
         self.runs = 0
         self.parked_until: float | None = None  # monotonic deadline the clock driver sleeps until (status, tests)
@@ -114,7 +116,7 @@ class Scheduler:
         self._jobs[job.id] = job
         self._reconciled.discard(job.id)
         if self._aps is not None:
-            self._aps_add(job)
+            self._aps_add(self._aps, job)
         self._changed.set()
 
     def remove(self, job_id: str) -> None:
@@ -130,7 +132,7 @@ class Scheduler:
         return sorted(self._jobs)
 
     def register_periodic(
-        self, name: str, coro_fn: Callable[[], Awaitable[Any]], interval_s: float, run_at_start: bool = False
+        self, name: str, coro_fn: Callable[[], Awaitable[object]], interval_s: float, run_at_start: bool = False
     ) -> None:
         """Run ``coro_fn`` every ``interval_s`` seconds of monotonic time (its errors end the service)."""
         if interval_s <= 0:
@@ -197,9 +199,9 @@ class Scheduler:
     async def _last_run(self, job_id: str, now: datetime) -> datetime:
         if job_id in self._last:
             return self._last[job_id]
-        row = await self._db.fetchone("SELECT value FROM kv_state WHERE key=?", (_KV_PREFIX + job_id,))
-        if row is not None:
-            last = datetime.fromisoformat(json.loads(row["value"])["last_run"])
+        saved = await self._db.get_state(_KV_PREFIX + job_id)
+        if saved is not None:
+            last = datetime.fromisoformat(saved["last_run"])
             self._last[job_id] = last
             return last
         await self._save_last(job_id, now)  # a new job has missed nothing
@@ -282,7 +284,7 @@ class Scheduler:
         await self.run_due()
         self._aps = AsyncIOScheduler(timezone=UTC)
         for job in self._jobs.values():
-            self._aps_add(job)
+            self._aps_add(self._aps, job)
         self._aps.start()
         try:
             while True:
@@ -295,8 +297,8 @@ class Scheduler:
             self._aps.shutdown(wait=False)
             self._aps = None
 
-    def _aps_add(self, job: Job) -> None:
-        self._aps.add_job(
+    def _aps_add(self, aps: AsyncIOScheduler, job: Job) -> None:
+        aps.add_job(
             self._aps_fire,
             trigger=job.trigger,
             args=[job.id],

@@ -9,9 +9,9 @@ Lights (misfire ``STATE``): at start and at every on/off time the lamp gets the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, tzinfo
-from typing import Any, Protocol
+from typing import Protocol
 
 from gateway.alerts import Alerts
 from gateway.automation.recipes import Assignment
@@ -19,6 +19,7 @@ from gateway.automation.scheduler import Fire, Job
 from gateway.automation.schedules import LocalTimesTrigger, Misfire
 from gateway.automation.zones import ZoneIds, ZonePlan
 from gateway.commands import CommandRefused
+from gateway.store.commands import CommandJson
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ LIGHT_CMD = "set_relay"
 class CommandSubmitter(Protocol):
     """``CommandService.submit`` (every pump start passes the safety interlock there)."""
 
-    async def submit(self, zone_uid: str, channel: str, cmd: str, params: dict[str, Any] | None = None, *,
+    async def submit(self, zone_uid: str, channel: str, cmd: str, params: Mapping[str, object] | None = None, *,
                      node_uid: str | None = None, source: str = "api",
-                     cmd_id: str | None = None) -> dict[str, Any]:
+                     cmd_id: str | None = None) -> CommandJson:
         """Create and dispatch a command; raises CommandRefused."""
         ...
 
@@ -97,7 +98,7 @@ class ZoneJobs:
             return
         act = zone.actuators["irrigation"]
         zone_id = await self._zone_ids.get(zone.uid)
-        details: dict[str, Any] = {"scheduled_at": fire.scheduled.isoformat(), "duration_s": run.duration_s,
+        details: dict[str, object] = {"scheduled_at": fire.scheduled.isoformat(), "duration_s": run.duration_s,
                                    "phase": phase.name if phase else None, "late_s": round(fire.late_s, 1)}
         try:
             rec = await self._commands.submit(zone.uid, act.channel, IRRIGATION_CMD, {"duration_s": run.duration_s},

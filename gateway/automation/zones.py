@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.automation.recipes import Assignment, Recipe, assignment_for
 from gateway.settings import ActuatorRef, ZoneConfig
+from gateway.store import nodes
 from gateway.store.db import Database
 
 
@@ -53,8 +54,8 @@ class ZoneIds:
     async def get(self, uid: str) -> int | None:
         """The zone's id, or None when the registry has not created it."""
         if uid not in self._cache:
-            row = await self._db.fetchone("SELECT id FROM zones WHERE uid=?", (uid,))
-            if row is None:
+            zone_id = await nodes.zone_id(self._db, uid)
+            if zone_id is None:
                 return None
-            self._cache[uid] = int(row["id"])
+            self._cache[uid] = zone_id
         return self._cache[uid]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +35,7 @@ from gateway.safety.rules import (
     operator_reset,
 )
 from gateway.safety.usage import UsageLogger
+from gateway.store.commands import CommandJson
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class SafetyService:
                 await self.gate.lock(ch.pump_id, action.code, ch.zone_id)
 
     # ---- node command errors and operator reset ---------------------------------------------
-    async def on_command_error(self, record: dict[str, Any], error_code: str, details: dict[str, Any]) -> None:
+    async def on_command_error(self, record: CommandJson, error_code: str, details: Mapping[str, object]) -> None:
         """A node reported an error for a command: overcurrent & co. lock that node pump like our own trips."""
         zone_id = next((ch.zone_id for ch in self.channels if ch.zone_uid == record.get("zone_uid")), None)
         channel = str(details.get("channel") or record["channel"])

@@ -6,13 +6,12 @@ supervised loop itself (no fire-and-forget task whose failure nobody sees).
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from gateway.clock import Clock
 from gateway.safety.channels import PumpChannel
 from gateway.safety.rules import ChannelInputs
+from gateway.store import water
 from gateway.store.db import Database
 from gateway.water.usage import integrate_volume
 
@@ -55,7 +54,7 @@ class UsageLogger:
     async def _log(
         self, ch: PumpChannel, start: float, end: float, samples: list[tuple[float, float]], cmd_id: str | None
     ) -> None:
-        details: dict[str, Any] = {"kind": ch.role, "pump": ch.pump_id}
+        details: dict[str, object] = {"kind": ch.role, "pump": ch.pump_id}
         if ch.node_uid is not None:
             details["node_uid"] = ch.node_uid
         if cmd_id is not None:
@@ -70,8 +69,5 @@ class UsageLogger:
             details["source"] = "nominal_flow"
         else:
             return
-        await self._db.execute(
-            "INSERT INTO water_usage_logs(zone_id, pump_channel, volume_l, duration_ms, avg_flow_l_min, details,"
-            " started_at, finished_at) VALUES (?,?,?,?,?,?,?,?)",
-            (ch.zone_id, ch.channel, volume, int((end - start) * 1000), avg, json.dumps(details), start, end),
-        )
+        await water.log_run(self._db, ch.zone_id, ch.channel, volume, int((end - start) * 1000), avg, details, start,
+                            end)

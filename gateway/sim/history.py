@@ -14,10 +14,14 @@ import math
 import sqlite3
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from gateway.sim.tank import TankSim
+from gateway.store import events, samples, water
+from gateway.store.events import EventValues
+from gateway.store.samples import SampleValues
+from gateway.store.water import RunValues
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -40,9 +44,9 @@ class ZoneHistory:
     short: str
     ph: tuple[float, float]
     ec: tuple[float, float]
-    samples: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    runs: list[tuple[Any, ...]] = field(default_factory=list)  # water_usage_logs rows: one per pump run
+    samples: list[SampleValues] = field(default_factory=list)
+    events: list[EventValues] = field(default_factory=list)
+    runs: list[RunValues] = field(default_factory=list)  # water_usage_logs rows: one per pump run
     solution_made_at: float | None = None  # end of the simulated water change
     ec_at_start: float | None = None
 
@@ -54,7 +58,7 @@ class ZoneHistory:
                           int((off_at - on_at) * 1000), flow_l_min, details, on_at, off_at))
 
 
-def _event(z: ZoneHistory, kind: str, details: dict[str, Any], at: float) -> None:
+def _event(z: ZoneHistory, kind: str, details: dict[str, object], at: float) -> None:
     z.events.append((z.zone_id, kind, json.dumps({**details, "simulated": True}), at))
 
 
@@ -132,17 +136,9 @@ def _sample(z: ZoneHistory, tank: TankSim, t: float, tz: ZoneInfo) -> None:
 def _write(conn: sqlite3.Connection, zones: list[ZoneHistory]) -> int:
     rows = 0
     for z in zones:
-        conn.executemany(
-            "INSERT INTO telemetry_samples(zone_id, node_id, metric_type, channel, value, ts, received_at, ts_source,"
-            " clock_synced, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            z.samples,
-        )
-        conn.executemany("INSERT INTO zone_events(zone_id, type, details, created_at) VALUES (?,?,?,?)", z.events)
-        conn.executemany(
-            "INSERT INTO water_usage_logs(zone_id, pump_channel, volume_l, duration_ms, avg_flow_l_min, details,"
-            " started_at, finished_at) VALUES (?,?,?,?,?,?,?,?)",
-            z.runs,
-        )
+        samples.insert_samples(conn, z.samples)
+        events.insert_unsynced(conn, z.events)
+        water.insert_runs(conn, z.runs)
         rows += len(z.samples)
     return rows
 
@@ -169,8 +165,7 @@ async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float =
     Returns the end of the simulated past (wall seconds), or None when nothing was written.
     """
     now = gw.clock.time()
-    old = await gw.db.fetchone("SELECT 1 FROM telemetry_samples WHERE ts < ? LIMIT 1", (now - 3600,))
-    if old is not None:
+    if await samples.has_samples_before(gw.db, now - 3600):
         return None  # a restarted demo keeps the past it has
     tz = ZoneInfo(gw.settings.gateway.timezone)
     recipes = {p.uid: p.assignment for p in getattr(gw.automation, "plans", [])}

@@ -10,7 +10,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
@@ -21,6 +21,8 @@ import aiosqlite
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Positional (``?``) or named (``:name``) parameters of one statement.
+Params = Sequence[object] | Mapping[str, object]
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -346,7 +348,7 @@ class Database:
                 raise
             return result
 
-    async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+    async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one write statement atomically; returns lastrowid."""
         async with self._tx_lock:
             try:
@@ -358,7 +360,7 @@ class Database:
             await cur.close()
             return rowid
 
-    async def put_state(self, key: str, value: Any, now: float) -> None:
+    async def put_state(self, key: str, value: object, now: float) -> None:
         """Store a small JSON document in ``kv_state`` (water machine, locks, schedules, …)."""
         await self.execute(
             "INSERT INTO kv_state(key, value, updated_at) VALUES (?,?,?)"
@@ -367,11 +369,11 @@ class Database:
         )
 
     async def get_state(self, key: str) -> Any | None:
-        """The JSON document stored under ``key``, or None."""
+        """The JSON document stored under ``key``, or None (callers narrow it to the shape they stored)."""
         row = await self.fetchone("SELECT value FROM kv_state WHERE key=?", (key,))
         return None if row is None else json.loads(row["value"])
 
-    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[aiosqlite.Row]:
         """Run a query and return all rows."""
         try:
             async with self.conn.execute(sql, params) as cur:
@@ -380,7 +382,7 @@ class Database:
             self._seen(exc)
             raise
 
-    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> aiosqlite.Row | None:
         """Run a query and return the first row or None."""
         try:
             async with self.conn.execute(sql, params) as cur:

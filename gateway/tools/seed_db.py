@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from gateway.store.db import Database
+from gateway.store.samples import SampleValues, insert_samples
+from sync.outbox import ENQUEUE_SQL
 from sync.streams import OUTBOX_STREAMS
 
 METRICS = ("ph", "ec", "temp_air", "temp_water", "humidity", "co2", "lux", "water_level", "flow_rate")
@@ -39,7 +41,7 @@ def ensure_topology(conn: sqlite3.Connection, zones: int = 2, nodes_per_zone: in
             )
 
 
-def _samples(n: int, start_ts: float, step_s: float, zones: int, nodes_per_zone: int) -> Iterator[tuple[object, ...]]:
+def _samples(n: int, start_ts: float, step_s: float, zones: int, nodes_per_zone: int) -> Iterator[SampleValues]:
     for i in range(n):
         z = i % zones + 1
         node = z * 100 + (i // zones) % nodes_per_zone + 1
@@ -62,11 +64,7 @@ def add_samples(path: Path, n: int, *, start_ts: float = 1_767_225_600.0, step_s
             if not part:
                 break
             with conn:
-                conn.executemany(
-                    "INSERT INTO telemetry_samples (zone_id, node_id, metric_type, channel, value, ts, received_at,"
-                    " ts_source, clock_synced, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    part,
-                )
+                insert_samples(conn, part)
     finally:
         conn.close()
 
@@ -80,8 +78,7 @@ def add_outbox(path: Path, per_stream: int, *, created_at: float = 1_767_225_600
             for i in range(per_stream):
                 for stream in OUTBOX_STREAMS:
                     body = {"kind": stream, "n": i, "text": f"{stream} #{i}"}
-                    conn.execute("INSERT INTO sync_outbox (stream, body, created_at) VALUES (?, ?, ?)",
-                                 (stream, json.dumps(body), created_at + i))
+                    conn.execute(ENQUEUE_SQL, (stream, json.dumps(body), created_at + i))
     finally:
         conn.close()
 

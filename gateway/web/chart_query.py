@@ -9,23 +9,9 @@ gateway) the whole range comes from the samples.
 from __future__ import annotations
 
 from gateway.metric_types import Metric
+from gateway.store import aggregates
 from gateway.store.db import Database
 from gateway.web.series import ChartPoint, ChartRange, ChartSeries
-
-# Table names come from RANGES (constants), never from the request.
-AGG_SQL = (
-    "SELECT CAST(bucket_start / :b AS INTEGER) * :b AS t, MIN(min), MAX(max), SUM(sum) / SUM(count), SUM(count)"
-    " FROM {table} WHERE zone_id = :zone AND metric_type = :metric AND bucket_start >= :start"
-    " AND bucket_start < :cutoff GROUP BY 1 ORDER BY 1"
-)
-NEWEST_AGG_SQL = (
-    "SELECT MAX(bucket_start) FROM {table} WHERE zone_id = :zone AND metric_type = :metric AND bucket_start >= :start"
-)
-SAMPLES_SQL = (
-    "SELECT CAST(ts / :b AS INTEGER) * :b AS t, MIN(value), MAX(value), AVG(value), COUNT(*)"
-    " FROM telemetry_samples WHERE zone_id = :zone AND metric_type = :metric AND ts >= :cutoff AND ts < :end"
-    " GROUP BY 1 ORDER BY 1"
-)
 
 
 async def load_series(
@@ -34,21 +20,18 @@ async def load_series(
     """The series ending now; buckets are aligned to multiples of the bucket width (stable between refreshes)."""
     b = rng.bucket_s
     start, end = now - rng.span_s, now
-    params = {"b": b, "zone": zone_id, "metric": metric.value, "start": start, "end": end}
-    newest = await db.fetchone(NEWEST_AGG_SQL.format(table=rng.aggregates), params)
+    newest = await aggregates.newest_bucket(db, rng.aggregates, zone_id, metric.value, start)
     cutoff = start
     sources = []
-    agg_rows = []
-    if newest is not None and newest[0] is not None:
+    agg_rows: list[aggregates.ChartBucket] = []
+    if newest is not None:
         # From the chart bucket holding the newest aggregate on, the samples are complete; the aggregate may not be.
-        cutoff = max(start, (int(newest[0]) // b) * b)
-        agg_rows = await db.fetchall(AGG_SQL.format(table=rng.aggregates), {**params, "cutoff": cutoff})
+        cutoff = max(start, (newest // b) * b)
+        agg_rows = await aggregates.chart_from_aggregates(db, rng.aggregates, zone_id, metric.value, b, start, cutoff)
         if agg_rows:
             sources.append(rng.aggregates)
-    raw_rows = await db.fetchall(SAMPLES_SQL, {**params, "cutoff": cutoff})
+    raw_rows = await aggregates.chart_from_samples(db, zone_id, metric.value, b, cutoff, end)
     if raw_rows or not sources:
         sources.append("telemetry_samples")
-    points = tuple(
-        ChartPoint(float(r[0]), float(r[1]), float(r[2]), float(r[3]), int(r[4])) for r in [*agg_rows, *raw_rows]
-    )
+    points = tuple(ChartPoint(r.t, r.min, r.max, r.avg, r.samples) for r in [*agg_rows, *raw_rows])
     return ChartSeries(zone_uid, metric, rng, start, end, "+".join(sources), points)

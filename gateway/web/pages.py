@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from gateway.metric_types import CANONICAL_METRICS
+from gateway.store import events, water
 from gateway.web import views
 from gateway.web.actions import LOGIN_EXPIRED
 from gateway.web.api import series_for
@@ -137,22 +137,15 @@ async def activity_for(g: Any, zone_uid: str, zone: dict[str, Any], span_s: int)
     zone_id = g.registry.zone_id(zone_uid)
     end = g.clock.time()
     start = end - span_s
-    rows = await g.db.fetchall(
-        "SELECT pump_channel, started_at, finished_at FROM water_usage_logs"
-        " WHERE zone_id = ? AND finished_at >= ? ORDER BY started_at",
-        (zone_id, start),
-    )
-    runs = [(str(r[0]), float(r[1]), float(r[2])) for r in rows]
+    finished = await water.runs_finished_since(g.db, zone_id, start)
+    runs = [(r.pump_channel, r.started_at, r.finished_at) for r in finished]
     # A pump ON now has no finished run yet: draw it up to now.
     runs += [(str(p["channel"]), end - 1.0, end) for p in zone.get("pumps") or [] if p.get("relay_on")]
-    events = await g.db.fetchall(
-        "SELECT details, created_at FROM zone_events WHERE zone_id = ? AND type = 'DOSE' AND created_at >= ?",
-        (zone_id, start),
-    )
     doses = []
-    for e in events:
-        details = json.loads(e[0])
-        doses.append((str(details.get("reagent")), float(e[1]), float(details.get("ml") or 0.0)))
+    for e in await events.since(g.db, zone_id, "DOSE", start):
+        ml = e["details"].get("ml") or 0.0
+        volume = float(ml) if isinstance(ml, int | float | str) else 0.0
+        doses.append((str(e["details"].get("reagent")), e["created_at"], volume))
     channels = [str(p["channel"]) for p in zone.get("pumps") or []]
     channels += sorted({c for c, _, _ in runs} - set(channels))
     label = f"Pump activity and doses, {RANGES_BY_SPAN.get(span_s, '')}".rstrip(", ")

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from gateway.metric_types import CANONICAL_METRICS
 from gateway.metric_types import Metric as Quantity
+from gateway.store import samples as samples_store
 from gateway.web.plan_view import targets_now
 from gateway.web.services import safety_of
 
@@ -50,10 +51,7 @@ class _Snapshot(Collector):
 async def sensor_exposition(g: Gateway) -> bytes:
     """The text exposition of the sensor, target and pump families."""
     now = g.clock.time()
-    rows = await g.db.fetchall(
-        "SELECT t.metric_type, t.channel, t.value, t.received_at, z.uid AS zone_uid, n.uid AS node_uid"
-        " FROM telemetry_last t JOIN zones z ON z.id = t.zone_id LEFT JOIN nodes n ON n.id = t.node_id"
-    )
+    rows = await samples_store.latest(g.db)
     labels = ["zone", "node", "channel"]
     values = {m: GaugeMetricFamily(name, doc, labels=labels) for m, (name, doc) in SENSOR_FAMILIES.items()}
     age = GaugeMetricFamily(
@@ -63,13 +61,13 @@ async def sensor_exposition(g: Gateway) -> bytes:
     )
     zones: set[str] = set()
     for r in rows:
-        metric = CANONICAL_METRICS.get(str(r["metric_type"]))
-        if metric is None or r["value"] is None:
+        metric = CANONICAL_METRICS.get(r.metric_type)
+        if metric is None or r.zone_uid is None:  # a reading of a zone that no longer exists is not exported
             continue
-        zone, node, channel = str(r["zone_uid"]), str(r["node_uid"] or ""), str(r["channel"] or "")
+        zone, node, channel = r.zone_uid, r.node_uid or "", r.channel or ""
         zones.add(zone)
-        values[metric].add_metric([zone, node, channel], float(r["value"]))
-        age.add_metric([zone, node, metric.value, channel], max(0.0, now - float(r["received_at"])))
+        values[metric].add_metric([zone, node, channel], r.value)
+        age.add_metric([zone, node, metric.value, channel], max(0.0, now - r.received_at))
     families: list[Metric] = [*values.values(), age]
     families.extend(_targets(g, sorted(zones | set(g.registry.zone_uids())), now))
     families.extend(_pumps(g))

@@ -6,12 +6,19 @@ Every function returns JSON-ready dicts: the API serves them as they are, the te
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.metric_types import CANONICAL_METRICS, Metric
 from gateway.safety.interlock import CRITICAL_ALERT_CODES
+from gateway.store import commands as commands_store
+from gateway.store import events as events_store
+from gateway.store import nodes as nodes_store
+from gateway.store import samples as samples_store
+from gateway.store.alerts import AlertJson
+from gateway.store.commands import CommandJson
+from gateway.store.events import EventJson
 from gateway.web.events_text import event_sentence
 from gateway.web.plan_view import CHANGE_PHASES, reading_state, targets_now, zone_plan
 from gateway.web.series import LABELS, UNITS
@@ -71,13 +78,13 @@ async def zone_summaries(
     g: Gateway, now: float, active: list[dict[str, Any]], only: str | None = None
 ) -> list[dict[str, Any]]:
     """Each zone with its water state, pumps, latest readings (with age) and alert counts."""
-    zones = await g.db.fetchall("SELECT id, uid, name FROM zones ORDER BY id")
+    zones = await nodes_store.zones(g.db)
     readings = await _readings_by_zone(g, now)
     snapshot = _safety_zones(g)
     water_states = _water_states(g)
     out = []
     for z in zones:
-        uid = str(z["uid"])
+        uid = z.uid
         if only is not None and uid != only:
             continue
         zone_alerts = [a for a in active if a["zone_uid"] == uid]
@@ -89,12 +96,12 @@ async def zone_summaries(
         targets = targets_now(g, uid, now)
         zone_readings = [
             {**r, "target": (t := targets.get(r["metric"])), "state": reading_state(r["value"], t, r["stale"])}
-            for r in readings.get(int(z["id"]), [])
+            for r in readings.get(z.id, [])
         ]
         out.append(
             {
                 "uid": uid,
-                "name": str(z["name"] or uid),
+                "name": z.name or uid,
                 "water": water,
                 "pumps": pumps,
                 "readings": zone_readings,
@@ -114,11 +121,7 @@ async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
     now = g.clock.time()
     active = await alerts_with_zone(g, await g.alerts.active(zone_id, any_zone=False))
     summary = (await zone_summaries(g, now, active, only=zone_uid))[0]
-    placeholders = ",".join("?" * len(WATER_HISTORY_TYPES))
-    history = await g.db.fetchall(
-        f"SELECT * FROM zone_events WHERE zone_id=? AND type IN ({placeholders}) ORDER BY id DESC LIMIT 20",
-        (zone_id, *WATER_HISTORY_TYPES),
-    )
+    history = await events_store.of_types(g.db, zone_id, WATER_HISTORY_TYPES, 20)
     tz = g.settings.gateway.timezone
     events = await g.alerts.events(zone_id, limit=30)
     return {
@@ -126,7 +129,7 @@ async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
         "zone": summary,
         "plan": zone_plan(g, zone_uid, now, summary["water"]),
         "alerts": {"active": active},
-        "water_changes": [_with_text(_event(r), tz) for r in history],
+        "water_changes": [_with_text(e, tz) for e in history],
         "events": [_with_text(e, tz) for e in events],
         "commands": await recent_commands(g, zone_id, limit=20),
     }
@@ -135,34 +138,32 @@ async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
 async def nodes_view(g: Gateway) -> dict[str, Any]:
     """Every known node with lifecycle, online state, firmware, last seen and signal."""
     now = g.clock.time()
-    rows = await g.db.fetchall(
-        "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id ORDER BY z.id, n.uid"
-    )
+    rows = await nodes_store.nodes(g.db, by_zone=True)
     cached = {n.uid: n for n in g.registry.nodes()}
     nodes = []
     for r in rows:
-        info = cached.get(str(r["uid"]))
-        last_seen = r["last_seen_at"]
+        info = cached.get(r.uid)
+        last_seen = r.last_seen_at
         nodes.append(
             {
-                "uid": r["uid"],
-                "hardware_id": r["hardware_id"],
-                "node_type": r["node_type"],
-                "zone_uid": r["zone_uid"],
-                "lifecycle_state": r["lifecycle_state"],
+                "uid": r.uid,
+                "hardware_id": r.hardware_id,
+                "node_type": r.node_type,
+                "zone_uid": r.zone_uid,
+                "lifecycle_state": r.lifecycle_state,
                 # The registry's cache is the live truth; the row follows it.
-                "online": info.online if info is not None else bool(r["online"]),
-                "firmware_version": r["firmware_version"],
-                "hardware_revision": r["hardware_revision"],
-                "first_seen_at": r["first_seen_at"],
+                "online": info.online if info is not None else r.online,
+                "firmware_version": r.firmware_version,
+                "hardware_revision": r.hardware_revision,
+                "first_seen_at": r.first_seen_at,
                 "last_seen_at": last_seen,
                 "last_seen_age_s": None if last_seen is None else round(max(0.0, now - last_seen), 1),
-                "rssi": r["rssi"],
-                "uptime_s": r["uptime_s"],
-                "free_heap": r["free_heap"],
-                "transport": r["transport"],
+                "rssi": r.rssi,
+                "uptime_s": r.uptime_s,
+                "free_heap": r.free_heap,
+                "transport": r.transport,
                 # Message identity (boot, seq): None for a node that sends none (older firmware).
-                "sequence": g.sequences.stats(int(r["id"])),
+                "sequence": g.sequences.stats(r.id),
             }
         )
     return {"now": now, "nodes": nodes}
@@ -212,7 +213,7 @@ def sync_view(g: Gateway) -> dict[str, Any]:
     }
 
 
-async def alerts_with_zone(g: Gateway, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def alerts_with_zone(g: Gateway, alerts: Sequence[AlertJson]) -> list[dict[str, Any]]:
     """Alerts with their zone uid (the API speaks uids, not database ids)."""
     by_id = {zid: uid for uid, zid in g.registry.zone_uids().items()}
     out = []
@@ -225,23 +226,9 @@ async def alerts_with_zone(g: Gateway, alerts: list[dict[str, Any]]) -> list[dic
     return out
 
 
-async def recent_commands(g: Gateway, zone_id: int | None, limit: int = 50) -> list[dict[str, Any]]:
+async def recent_commands(g: Gateway, zone_id: int | None, limit: int = 50) -> list[CommandJson]:
     """Newest commands with their zone and node uids (the shape of GET /api/commands/{cmd_id})."""
-    sql = (
-        "SELECT c.*, z.uid AS zone_uid, n.uid AS node_uid FROM commands c"
-        " LEFT JOIN zones z ON z.id = c.zone_id LEFT JOIN nodes n ON n.id = c.node_id"
-    )
-    if zone_id is None:
-        rows = await g.db.fetchall(sql + " ORDER BY c.id DESC LIMIT ?", (limit,))
-    else:
-        rows = await g.db.fetchall(sql + " WHERE c.zone_id = ? ORDER BY c.id DESC LIMIT ?", (zone_id, limit))
-    out = []
-    for r in rows:
-        item = {k: v for k, v in dict(r).items() if k not in ("id", "zone_id", "node_id")}
-        item["params"] = json.loads(item["params"])
-        item["details"] = json.loads(item["details"])
-        out.append(item)
-    return out
+    return await commands_store.recent(g.db, zone_id, limit)
 
 
 def _critical(alert: dict[str, Any]) -> bool:
@@ -279,26 +266,24 @@ def _water_view(d: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, Any]]]:
-    rows = await g.db.fetchall(
-        "SELECT t.*, n.uid AS node_uid FROM telemetry_last t LEFT JOIN nodes n ON n.id = t.node_id"
-    )
+    rows = await samples_store.latest(g.db)
     stale_after = g.settings.safety.stale_after_s
     by_zone: dict[int, list[dict[str, Any]]] = {}
     for r in rows:
-        metric = CANONICAL_METRICS.get(str(r["metric_type"]))
+        metric = CANONICAL_METRICS.get(r.metric_type)
         if metric is None:
             continue
-        age = max(0.0, now - float(r["received_at"]))
-        by_zone.setdefault(int(r["zone_id"]), []).append(
+        age = max(0.0, now - r.received_at)
+        by_zone.setdefault(r.zone_id, []).append(
             {
                 "metric": metric.value,
                 "label": LABELS[metric],
                 "unit": UNITS[metric],
-                "value": r["value"],
-                "node_uid": r["node_uid"],
-                "channel": r["channel"],
-                "ts": r["ts"],
-                "received_at": r["received_at"],
+                "value": r.value,
+                "node_uid": r.node_uid,
+                "channel": r.channel,
+                "ts": r.ts,
+                "received_at": r.received_at,
                 "age_s": round(age, 1),
                 "stale": age > stale_after,
             }
@@ -308,10 +293,6 @@ async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, 
     return by_zone
 
 
-def _event(row: Any) -> dict[str, Any]:
-    return {**dict(row), "details": json.loads(row["details"])}
-
-
-def _with_text(event: dict[str, Any], tz: str) -> dict[str, Any]:
+def _with_text(event: EventJson, tz: str) -> dict[str, object]:
     """The event with a sentence for people (local times, no key=value)."""
-    return {**event, "text": event_sentence(str(event.get("type")), event.get("details") or {}, tz)}
+    return {**event, "text": event_sentence(event["type"], event["details"], tz)}
