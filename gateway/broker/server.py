@@ -554,17 +554,21 @@ class EmbeddedBroker:
         limits = limits or BrokerLimits(max_connections=max_connections)
         self.broker = GatewayBroker(config, sink, authenticator, acl, limits, clock)
         self.authenticator = authenticator
+        self._port = port
 
     async def start(self) -> None:
         """Open the listener; returns once the port accepts connections."""
         await self.broker.start()
+        server = self.broker._servers["default"].instance
+        sockets: tuple[Any, ...] = tuple(getattr(server, "sockets", None) or ())
+        if sockets:
+            self._port = int(sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
-        """The bound TCP port (useful when configured as 0)."""
-        server = self.broker._servers["default"].instance
-        sockets: tuple[Any, ...] = tuple(getattr(server, "sockets", None) or ())
-        return int(sockets[0].getsockname()[1])
+        """The bound TCP port (useful when configured as 0); still known while and after the listener closes
+        (the status page is asked during shutdown too)."""
+        return self._port
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish from the gateway itself (commands, node configs)."""
