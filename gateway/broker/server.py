@@ -27,6 +27,7 @@ Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.session import Session
@@ -168,6 +169,15 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             await self.clock.sleep(1.0)
 
     # ------------------------------------------------------------------ connections
+    async def _create_server_instance(self, listener_name: str, listener_type: ListenerType, address: str | None,
+                                      port: int, ssl_context: Any) -> Any:
+        """amqtt's TCP listener, with a smaller read-ahead per connection (``limits.read_buffer_bytes``)."""
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        return await asyncio.start_server(functools.partial(self.stream_connected, listener_name=listener_name),
+                                          address, port, reuse_address=True, ssl=ssl_context,
+                                          limit=self.limits.read_buffer_bytes)
+
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
         """A TCP client connected: serve it (the transport lets us bound and abort its writes)."""
