@@ -169,6 +169,7 @@ class GatewaySystem:
 
     identity = True  # the generators send the node message identity (boot, seq): dedupe is exercised
     synchronous = "NORMAL"
+    tree = REPO  # the source tree the gateway runs from
 
     def __init__(self, workdir: Path, nodes: int, *, gateway_id: str = "gw-bench", extra_config: str = "") -> None:
         self.gateway_id = gateway_id
@@ -203,8 +204,9 @@ class GatewaySystem:
         cfg = self.dir / "gateway.toml"
         cfg.write_text(self.config())
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+            env = {**os.environ, "PYTHONPATH": str(self.tree)}  # this tree's code, not the venv's install
+            self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], env=env,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.tree)
         if not wait_port(self.web_port, 60) or self.proc.poll() is not None:
             raise BenchError(f"gateway did not start\n{_tail(self.log_path)}")
 
@@ -263,6 +265,13 @@ class GatewayFullSyncSystem(GatewaySystem):
     name = "gateway-full"
     label = "gateway, synchronous FULL"
     synchronous = "FULL"
+
+
+class GatewayRefSystem(GatewaySystem):
+    """The gateway from another source tree (``--ref-tree``, e.g. ``git archive main``): before/after in one run."""
+
+    name = "gateway-ref"
+    label = "gateway @ref-tree"
 
 
 def ensure_mosquitto() -> str:
@@ -894,6 +903,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     p.add_argument("--attempts", type=int, default=2, help="tries per step before a ramp stops (default 2)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of the gateway")
     p.add_argument("--systems", default="gateway,baseline", help="which systems to run")
+    p.add_argument("--ref-tree", type=Path,
+                   help="source tree of a reference gateway for the gateway-ref system (before/after in one run)")
     p.add_argument("--workdir", type=Path, help="keep databases, logs and profiles here (default: a temp dir)")
     p.add_argument("--json-out", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -927,7 +938,12 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: PYTHONASYNCIODEBUG is set: the gateway runs in asyncio debug mode (slower)", file=sys.stderr)
     systems: dict[str, type[GatewaySystem] | type[BaselineSystem]] = {
         "gateway": GatewaySystem, "baseline": BaselineSystem, "gateway-noid": GatewayNoIdentitySystem,
-        "gateway-full": GatewayFullSyncSystem}
+        "gateway-full": GatewayFullSyncSystem, "gateway-ref": GatewayRefSystem}
+    if args.ref_tree is not None:
+        GatewayRefSystem.tree = args.ref_tree.resolve()
+    elif "gateway-ref" in plan.systems:
+        print("gateway-ref needs --ref-tree", file=sys.stderr)
+        return 2
     try:
         results = run_all([systems[name](workdir, plan.nodes) for name in plan.systems], plan, workdir)
     except BenchError as exc:

@@ -180,8 +180,10 @@ class StorageGuard:
         while True:
             await self.check_once()
             interval = min(0.5, self._settings.poll_s) if self.full else self._settings.poll_s
+            # asyncio.timeout: wait_for (3.11) swallows a cancellation that lands as the event fires.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def check_once(self) -> None:

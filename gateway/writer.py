@@ -55,8 +55,9 @@ _UPSERT_LAST = (
     " channel=excluded.channel, received_at=excluded.received_at, raw=excluded.raw"
     " WHERE excluded.ts >= telemetry_last.ts",
 )
-# Rows per multi-row statement: 64 × 10 parameters stays under SQLite's oldest variable limit (999).
-_CHUNK = 64
+# Rows per multi-row statement, at most: every statement is one GIL round trip for the writer thread (below),
+# so fewer and larger ones; a power of two, bounded so the few prepared statements sqlite3 caches stay small.
+_CHUNK = 256
 
 
 @functools.cache
@@ -66,11 +67,11 @@ def _multi_row_sql(statement: tuple[str, int, str], rows: int) -> str:
     return head + ",".join([marks] * rows) + tail
 
 
-def _chunk_sizes(total: int) -> list[int]:
-    """Full chunks, then the rest in powers of two: at most seven distinct statements for sqlite3 to cache."""
-    sizes = [_CHUNK] * (total // _CHUNK)
-    rest = total % _CHUNK
-    bit = _CHUNK
+def _chunk_sizes(total: int, chunk: int = _CHUNK) -> list[int]:
+    """Full chunks, then the rest in powers of two: a handful of distinct statements for sqlite3 to cache."""
+    sizes = [chunk] * (total // chunk)
+    rest = total % chunk
+    bit = chunk
     while rest:
         bit //= 2
         if rest >= bit:
@@ -79,12 +80,23 @@ def _chunk_sizes(total: int) -> list[int]:
     return sizes
 
 
+@functools.cache
+def _rows_per_statement(variable_limit: int, width: int) -> int:
+    """The largest power of two up to ``_CHUNK`` whose rows fit SQLite's limit on bound variables."""
+    rows = _CHUNK
+    while rows > 1 and rows * width > variable_limit:
+        rows //= 2
+    return rows
+
+
 def _execute_rows(conn: sqlite3.Connection, statement: tuple[str, int, str], rows: Sequence[Sequence[Any]]) -> None:
     # Multi-row statements, not executemany: sqlite3 releases the GIL around every statement it steps, and
-    # while the event loop is busy each re-acquisition can wait a whole switch interval (5 ms), so one
-    # statement per row made a 200-row commit take 15-60 ms under load.
+    # while the event loop is busy each re-acquisition can wait a whole switch interval (5 ms): one statement
+    # per row made a 200-row commit take 15-60 ms under load, 64 rows per statement still 80-100 ms for the
+    # 2,000-row batches of an overload (32 round trips).
+    chunk = _rows_per_statement(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), statement[1])
     start = 0
-    for size in _chunk_sizes(len(rows)):
+    for size in _chunk_sizes(len(rows), chunk):
         conn.execute(_multi_row_sql(statement, size), list(chain.from_iterable(rows[start : start + size])))
         start += size
 
@@ -206,8 +218,13 @@ class TelemetryWriter:
                     await self._work.wait()
                 if self._queued_rows < self._batch_size and self._flush_interval > 0:
                     self._full.clear()
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when it is
+                    # cancelled just as the event fires (a full batch, frequent under load): the shutdown's
+                    # cancellation was swallowed and the process hung until systemd killed it. It also
+                    # costs no task per commit.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), self._flush_interval)
+                        async with asyncio.timeout(self._flush_interval):
+                            await self._full.wait()
                 self._take()
             # Shielded: a cancellation (shutdown) must not leave a commit half-known; flush() waits for it.
             self._inflight = asyncio.ensure_future(self._commit_pending())

@@ -190,8 +190,10 @@ class SequenceGuard:
         or between two sends) are known too: what a rollback takes with it is then recorded as a gap.
         """
         while True:
+            # asyncio.timeout: wait_for (3.11) swallows a cancellation that lands as the event fires.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), head_poll_s)
+                async with asyncio.timeout(head_poll_s):
+                    await self._dirty.wait()
             if heads is not None:
                 try:
                     for name, head in (await heads()).items():

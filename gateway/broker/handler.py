@@ -18,7 +18,9 @@ Patched amqtt 0.12.1 defects (the broker side is in server.py):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from typing import Any, Protocol
 
@@ -35,6 +37,8 @@ from gateway.broker.outbox import Outbox
 from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
+# Linux: send the TCP ACK for what was received now, not after the delayed-ACK timer (see _quickack).
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 _QOS2_ACKS = "hydro.qos2_acks"  # Session.attributes: packet id → Ack of a QoS 2 message awaiting PUBREL
 
@@ -87,12 +91,15 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         self._pump_waiting = False
         # Received QoS 1/2 messages not yet acknowledged, in arrival order: (packet type, packet id, handle).
         self._acks: deque[tuple[int, int, Ack]] = deque()
+        self._sock: Any = None
+        self._quickack_due = False
 
     def bind(self, side: BrokerSide, transport: asyncio.WriteTransport | None, bucket: TokenBucket | None) -> None:
         """Connect the handler to its broker, its socket and its rate limit (None: unlimited)."""
         self.side = side
         self.transport = transport
         self.bucket = bucket
+        self._sock = transport.get_extra_info("socket") if transport is not None else None
 
     def _init_session(self, session: Session) -> None:
         super()._init_session(session)
@@ -320,6 +327,9 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
             self._send_acks()
         else:
             ack.on_done(self._send_acks)
+            if not self._quickack_due:
+                self._quickack_due = True
+                self._loop.call_soon(self._quickack)
         side = self.side
         assert side is not None
         while len(acks) >= side.limits.ack_window:
@@ -329,6 +339,19 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         if self._socket_full() and self.writer is not None:
             # A client that publishes but does not read its acknowledgements stops being read.
             await self.writer.drain()
+
+    def _quickack(self) -> None:
+        """ACK at the TCP level what was read, without waiting for the PUBACK that will carry it.
+
+        A PUBACK now waits for the group commit (tens of ms); until it goes out, Linux holds the TCP ACK of
+        the PUBLISH for its delayed-ACK timer (40 ms), and a client with Nagle's algorithm on (paho, lwIP on
+        the ESP32 nodes) holds its next PUBLISH until that ACK: every message then paid ~40 ms more. Once
+        per loop iteration and connection, after the packets already read were handled.
+        """
+        self._quickack_due = False
+        if self._sock is not None and _TCP_QUICKACK is not None and not self._closing:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def _send_acks(self) -> None:
         acks = self._acks

@@ -44,6 +44,10 @@ class BrokerLimits:
     max_retained: int = 10_000
     # Bytes queued in a client's socket before we stop writing to it (a client that does not read).
     write_buffer_max: int = 256 * 1024
+    # Bytes read ahead from a client's socket before asyncio stops reading it (StreamReader limit; it pauses
+    # at twice this). asyncio's 64 KiB held 128 KiB per flooding client once back-pressure stopped us
+    # reading: 6 MB of a 50-node overload's peak RSS. A packet larger than this is still read whole.
+    read_buffer_bytes: int = 16 * 1024
 
     @property
     def max_packet_bytes(self) -> int:

@@ -27,6 +27,7 @@ Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.session import Session
@@ -168,6 +169,15 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             await self.clock.sleep(1.0)
 
     # ------------------------------------------------------------------ connections
+    async def _create_server_instance(self, listener_name: str, listener_type: ListenerType, address: str | None,
+                                      port: int, ssl_context: Any) -> Any:
+        """amqtt's TCP listener, with a smaller read-ahead per connection (``limits.read_buffer_bytes``)."""
+        if listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        return await asyncio.start_server(functools.partial(self.stream_connected, listener_name=listener_name),
+                                          address, port, reuse_address=True, ssl=ssl_context,
+                                          limit=self.limits.read_buffer_bytes)
+
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
         """A TCP client connected: serve it (the transport lets us bound and abort its writes)."""
@@ -554,17 +564,21 @@ class EmbeddedBroker:
         limits = limits or BrokerLimits(max_connections=max_connections)
         self.broker = GatewayBroker(config, sink, authenticator, acl, limits, clock)
         self.authenticator = authenticator
+        self._port = port
 
     async def start(self) -> None:
         """Open the listener; returns once the port accepts connections."""
         await self.broker.start()
+        server = self.broker._servers["default"].instance
+        sockets: tuple[Any, ...] = tuple(getattr(server, "sockets", None) or ())
+        if sockets:
+            self._port = int(sockets[0].getsockname()[1])
 
     @property
     def port(self) -> int:
-        """The bound TCP port (useful when configured as 0)."""
-        server = self.broker._servers["default"].instance
-        sockets: tuple[Any, ...] = tuple(getattr(server, "sockets", None) or ())
-        return int(sockets[0].getsockname()[1])
+        """The bound TCP port (useful when configured as 0); still known while and after the listener closes
+        (the status page is asked during shutdown too)."""
+        return self._port
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish from the gateway itself (commands, node configs)."""

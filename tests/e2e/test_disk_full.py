@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -23,8 +22,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
+from tests.e2e import gateway_proc
+from tests.e2e.gateway_proc import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FS_MB = 20
 
 
@@ -40,41 +40,6 @@ def small_filesystem(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def _config(tmp: Path, data_dir: Path, mqtt_port: int, http_port: int) -> Path:
-    path = tmp / "gateway.toml"
-    path.write_text(f"""
-[gateway]
-id = "gw-diskfull"
-greenhouse_uid = "gh1"
-mode = "demo"
-data_dir = "{data_dir}"
-[broker]
-host = "127.0.0.1"
-port = {mqtt_port}
-allow_anonymous = true
-[web]
-host = "127.0.0.1"
-port = {http_port}
-admin_token = "x"
-[ingest]
-flush_interval_ms = 100
-[storage]
-reserve_bytes = 2097152
-poll_s = 0.5
-[automation]
-aggregate_interval_s = 1.0
-[hardware]
-backend = "sim"
-[[zones]]
-uid = "zone-a"
-[[nodes]]
-hardware_id = "esp32-aa01"
-uid = "nd-ph-1"
-zone = "zone-a"
-""")
-    return path
 
 
 def _get(port: int, path: str) -> tuple[int, Any]:
@@ -120,13 +85,16 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(
     with small_filesystem(tmp_path / "fs") as fs:
         data = fs / "data"
         mqtt_port, http_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "gateway", "run", "--config", str(_config(tmp_path, data, mqtt_port, http_port))]
-        log = open(tmp_path / "gateway.log", "ab")  # noqa: SIM115 - shared by both runs, closed below
-        gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+        config = gateway_proc.write_config(
+            tmp_path, gateway_id="gw-diskfull", mqtt_port=mqtt_port, http_port=http_port, data_dir=data,
+            ingest={"flush_interval_ms": 100}, storage={"reserve_bytes": 2097152, "poll_s": 0.5},
+            automation={"aggregate_interval_s": 1.0})
+        log = tmp_path / "gateway.log"  # shared by both runs
+        gw = gateway_proc.start(config, log)
         node = subprocess.Popen([sys.executable, str(ROOT / "tests/e2e/load_publisher.py"), str(mqtt_port), "300"],
                                 cwd=ROOT)
         try:
-            _wait("healthy", lambda: _get(http_port, "/healthz")[0] == 200)
+            gateway_proc.wait_healthy(http_port, gw)
             assert (data / "storage-reserve.bin").stat().st_size == 2097152
             _wait("telemetry committed", lambda: _get(http_port, "/api/status")[1]["ingest"]["committed"] > 300)
 
@@ -149,10 +117,9 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(
             assert gw.poll() is None, "the gateway exited while the disk was full"
 
             # A restart while full comes up (degraded), and stays up: no crash loop.
-            gw.send_signal(signal.SIGKILL)
-            gw.wait()
+            gateway_proc.kill9(gw)
             restarted_at = time.time()
-            gw = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
+            gw = gateway_proc.start(config, log)
             _wait("answering again", lambda: _get(http_port, "/healthz")[0] in (200, 503))
             figures["restart_while_full_answering_s"] = time.time() - restarted_at
             _wait("up again while full", lambda: _get(http_port, "/healthz")[1].get("storage_level") == "full")
@@ -174,9 +141,7 @@ def test_full_disk_alerts_survives_restarts_and_records_the_gap(
         finally:
             node.terminate()
             node.wait()
-            gw.send_signal(signal.SIGKILL)
-            gw.wait()
-            log.close()
+            gateway_proc.kill9(gw)
 
         with sqlite3.connect(data / "gateway.db") as conn:
             gaps = conn.execute("SELECT first_ts, last_ts, reason FROM sync_gaps WHERE reason='disk_full'").fetchall()

@@ -8,9 +8,6 @@ import json
 import shutil
 import sqlite3
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,38 +17,21 @@ from gateway.store.db import Database, corrupt_marker
 from gateway.tools.seed_db import add_samples
 from tests.conftest import free_port
 from tests.e2e import dbdamage
+from tests.e2e.gateway_proc import start as start_gateway
+from tests.e2e.gateway_proc import stop as stop_gateway
+from tests.e2e.gateway_proc import wait_healthy, write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60.0  # generous: the bar is 5 s, the figure measured is printed
 
 
 def _config(tmp: Path, http_port: int, on_corrupt: str | None = None, check_max_bytes: int | None = None) -> Path:
-    path = tmp / "gateway.toml"
-    storage = "[storage]\n"
+    storage: dict[str, object] = {}
     if on_corrupt:
-        storage += f'on_corrupt = "{on_corrupt}"\n'
+        storage["on_corrupt"] = on_corrupt
     if check_max_bytes is not None:
-        storage += f"quick_check_max_bytes = {check_max_bytes}\n"
-    path.write_text(f"""
-[gateway]
-id = "gw-corrupt"
-greenhouse_uid = "gh1"
-mode = "demo"
-data_dir = "{tmp / 'data'}"
-[broker]
-host = "127.0.0.1"
-port = {free_port()}
-allow_anonymous = true
-[web]
-host = "127.0.0.1"
-port = {http_port}
-admin_token = "x"
-[hardware]
-backend = "sim"
-{storage}[[zones]]
-uid = "zone-a"
-""")
-    return path
+        storage["quick_check_max_bytes"] = check_max_bytes
+    return write_config(tmp, gateway_id="gw-corrupt", mqtt_port=free_port(), http_port=http_port, nodes=(),
+                        storage=storage)
 
 
 async def _seeded(path: Path) -> None:
@@ -61,24 +41,9 @@ async def _seeded(path: Path) -> None:
     add_samples(path, 20_000)
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
 def _wait(proc: subprocess.Popen[str], port: int) -> float:
     """Seconds until /healthz says ok; fails if the process exits or hangs past the deadline."""
-    started = time.monotonic()
-    while time.monotonic() - started < DEADLINE_S:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited rc={proc.returncode}: {proc.communicate()[1][-2000:]}")
-        if _healthy(port):
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError("gateway neither healthy nor exited: it hangs")
+    return wait_healthy(port, proc, DEADLINE_S)
 
 
 def _active_alerts(db: Path) -> dict[str, dict[str, object]]:
@@ -93,22 +58,13 @@ def gateway_proc() -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
 
     def start(config: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = start_gateway(config, capture_stderr=True)
         procs.append(proc)
         return proc
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-        if proc.stderr is not None:
-            proc.stderr.close()  # a process that exited by itself still holds our end of the pipe
+        stop_gateway(proc)
 
 
 DAMAGE = {"truncated": dbdamage.truncate, "garbage_header": dbdamage.garbage_header,
@@ -143,8 +99,7 @@ async def test_a_damaged_database_is_moved_aside_and_the_gateway_runs_with_an_al
     assert (db.parent / aside[0]).stat().st_size > 0
 
     # No crash loop: a restart finds a healthy database and moves nothing more aside.
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
+    assert stop_gateway(proc, timeout=30) == 0
     proc = gateway_proc(config)
     _wait(proc, port)
     assert len(list(db.parent.glob("gateway.db.corrupt-*"))) == 1

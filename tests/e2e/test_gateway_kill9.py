@@ -14,66 +14,17 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import asyncpg
 import pytest
 
 from tests.conftest import free_port
+from tests.e2e import gateway_proc
+from tests.e2e.gateway_proc import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "kill9-token"
 KILLS = 20
-
-
-def _config(tmp: Path, gateway_id: str, url: str, mqtt_port: int, http_port: int) -> Path:
-    path = tmp / "gateway.toml"
-    path.write_text(f"""
-[gateway]
-id = "{gateway_id}"
-greenhouse_uid = "gh1"
-mode = "demo"
-data_dir = "{tmp / 'data'}"
-[broker]
-host = "127.0.0.1"
-port = {mqtt_port}
-allow_anonymous = true
-[web]
-host = "127.0.0.1"
-port = {http_port}
-admin_token = "x"
-[ingest]
-flush_interval_ms = 100
-[upstream]
-url = "{url}"
-token = "{TOKEN}"
-interval_s = 0.1
-telemetry_batch = 300
-[hardware]
-backend = "sim"
-[[zones]]
-uid = "zone-a"
-[[nodes]]
-hardware_id = "esp32-aa01"
-uid = "nd-ph-1"
-zone = "zone-a"
-""")
-    return path
-
-
-def _wait_healthy(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("gateway did not become healthy")
 
 
 @pytest.mark.slow
@@ -85,22 +36,21 @@ async def test_kill9_during_upload_loses_and_duplicates_nothing(tmp_path, postgr
     assert rx.stdout is not None
     url = "http://" + rx.stdout.readline().split()[-1]
     mqtt_port, http_port = free_port(), free_port()
-    config = _config(tmp_path, gateway_id, url, mqtt_port, http_port)
-    cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
+    config = gateway_proc.write_config(tmp_path, gateway_id=gateway_id, mqtt_port=mqtt_port, http_port=http_port,
+                                       ingest={"flush_interval_ms": 100}, upstream=gateway_proc.upstream(url, TOKEN))
     load = subprocess.Popen([sys.executable, str(ROOT / "tests/e2e/load_publisher.py"), str(mqtt_port), "300"])
     rng = random.Random(9)
-    gw: subprocess.Popen[bytes] | None = None
+    gw: subprocess.Popen[str] | None = None
     try:
         for _ in range(KILLS):
-            gw = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-            await asyncio.to_thread(_wait_healthy, http_port)
+            gw = gateway_proc.start(config)
+            await asyncio.to_thread(gateway_proc.wait_healthy, http_port, gw)
             await asyncio.sleep(rng.uniform(0.2, 1.2))
-            gw.send_signal(signal.SIGKILL)
-            gw.wait()
+            gateway_proc.kill9(gw)
         load.terminate()
         load.wait()
-        gw = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-        await asyncio.to_thread(_wait_healthy, http_port)
+        gw = gateway_proc.start(config)
+        await asyncio.to_thread(gateway_proc.wait_healthy, http_port, gw)
         db = tmp_path / "data" / "gateway.db"
         pg = await asyncpg.connect(postgres_dsn)
         try:

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e.test_gateway_rollback import ROOT, _config, _healthy, _until
+from tests.e2e import gateway_proc
+from tests.e2e.gateway_proc import ROOT
+from tests.e2e.test_gateway_rollback import _until
 
 
 def _get(port: int, path: str) -> bytes:
@@ -42,13 +44,13 @@ def _metric_backlog(port: int) -> float:
 async def test_a_dead_upstream_shows_its_growing_backlog(tmp_path: Path) -> None:
     http_port, mqtt_port = free_port(), free_port()
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    config = _config(tmp_path, "gw-outage", dead, mqtt_port, http_port)
-    gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config)], cwd=ROOT,
-                          stderr=subprocess.DEVNULL)
+    config = gateway_proc.write_config(tmp_path, gateway_id="gw-outage", mqtt_port=mqtt_port, http_port=http_port,
+                                       ingest={"flush_interval_ms": 100}, upstream=gateway_proc.upstream(dead, "x"))
+    gw = gateway_proc.start(config)
     node = subprocess.Popen([sys.executable, str(ROOT / "tests/e2e/acked_publisher.py"), str(mqtt_port), "200",
                              str(tmp_path / "acks.txt")])
     try:
-        await _until(lambda: _healthy(http_port), "gateway healthy")
+        await asyncio.to_thread(gateway_proc.wait_healthy, http_port, gw)
         await _until(lambda: _telemetry_status(http_port)["backlog_rows"] >= 1000, "a backlog of 1000 in the API")
         first = _telemetry_status(http_port)
         assert first["last_success_at"] is None

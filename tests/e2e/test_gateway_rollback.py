@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,54 +24,11 @@ import asyncpg
 import pytest
 
 from tests.conftest import free_port
-from tests.e2e import dbdamage
+from tests.e2e import dbdamage, gateway_proc
+from tests.e2e.gateway_proc import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "rollback-token"
 RATE = 200  # samples per second from the node
-
-
-def _config(tmp: Path, gateway_id: str, url: str, mqtt_port: int, http_port: int) -> Path:
-    path = tmp / "gateway.toml"
-    path.write_text(f"""
-[gateway]
-id = "{gateway_id}"
-greenhouse_uid = "gh1"
-mode = "demo"
-data_dir = "{tmp / 'data'}"
-[broker]
-host = "127.0.0.1"
-port = {mqtt_port}
-allow_anonymous = true
-[web]
-host = "127.0.0.1"
-port = {http_port}
-admin_token = "x"
-[ingest]
-flush_interval_ms = 100
-[upstream]
-url = "{url}"
-token = "{TOKEN}"
-interval_s = 0.1
-telemetry_batch = 300
-[hardware]
-backend = "sim"
-[[zones]]
-uid = "zone-a"
-[[nodes]]
-hardware_id = "esp32-aa01"
-uid = "nd-ph-1"
-zone = "zone-a"
-""")
-    return path
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 async def _until(predicate: Callable[[], Any], what: str, timeout: float = 90.0) -> None:
@@ -115,8 +71,10 @@ class Rig:
                                     "--token", TOKEN], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.rx.stdout is not None
         url = "http://" + self.rx.stdout.readline().split()[-1]
-        self.config = _config(tmp, self.gateway_id, url, self.mqtt_port, self.http_port)
-        self.gw: subprocess.Popen[bytes] | None = None
+        self.config = gateway_proc.write_config(
+            tmp, gateway_id=self.gateway_id, mqtt_port=self.mqtt_port, http_port=self.http_port,
+            ingest={"flush_interval_ms": 100}, upstream=gateway_proc.upstream(url, TOKEN))
+        self.gw: subprocess.Popen[str] | None = None
         self.node: subprocess.Popen[bytes] | None = None
         self.pg: asyncpg.Connection | None = None
         self._last_local = -1
@@ -124,18 +82,12 @@ class Rig:
 
     async def start_gateway(self) -> float:
         self.starts += 1
-        with open(self.tmp / f"gateway-{self.starts}.log", "wb") as log:
-            self.gw = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(self.config)],
-                                       cwd=ROOT, stderr=log)
-        started = time.monotonic()
-        await _until(lambda: _healthy(self.http_port) or self.gw.poll() is not None, "gateway healthy")
-        assert self.gw.poll() is None, "gateway exited"
-        return time.monotonic() - started
+        self.gw = gateway_proc.start(self.config, self.tmp / f"gateway-{self.starts}.log")
+        return await asyncio.to_thread(gateway_proc.wait_healthy, self.http_port, self.gw, 90.0)
 
     def kill_gateway(self) -> None:
         assert self.gw is not None
-        self.gw.send_signal(signal.SIGKILL)
-        self.gw.wait()
+        gateway_proc.kill9(self.gw)
 
     def start_node(self) -> None:
         self.node = subprocess.Popen([sys.executable, str(ROOT / "tests/e2e/acked_publisher.py"),

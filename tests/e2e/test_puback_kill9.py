@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,43 +22,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port
+from tests.e2e import gateway_proc
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 8
 NODES = [("nd-a", "esp32-a1"), ("nd-b", "esp32-b1"), ("nd-c", "esp32-c1")]
-
-
-def _config(tmp: Path, mqtt_port: int, http_port: int) -> Path:
-    nodes = "".join(f'[[nodes]]\nhardware_id = "{hw}"\nuid = "{uid}"\nzone = "zone-a"\n' for uid, hw in NODES)
-    path = tmp / "gateway.toml"
-    path.write_text(f"""
-[gateway]
-id = "gw-puback-k9"
-greenhouse_uid = "gh1"
-mode = "demo"
-data_dir = "{tmp / 'data'}"
-[broker]
-host = "127.0.0.1"
-port = {mqtt_port}
-allow_anonymous = true
-[web]
-host = "127.0.0.1"
-port = {http_port}
-admin_token = "x"
-[hardware]
-backend = "sim"
-[[zones]]
-uid = "zone-a"
-{nodes}""")
-    return path
-
-
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -137,25 +100,25 @@ def _stored(db: Path) -> dict[str, list[int]]:
 @pytest.mark.slow
 def test_sigkill_never_loses_a_pubacked_sample_and_resends_are_stored_once(tmp_path: Path) -> None:
     mqtt_port, http_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "gateway", "run", "--config", str(_config(tmp_path, mqtt_port, http_port))]
+    config = gateway_proc.write_config(tmp_path, gateway_id="gw-puback-k9", mqtt_port=mqtt_port, http_port=http_port,
+                                       nodes=NODES)
     rng = random.Random(14)
-    gw = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
+    gw = gateway_proc.start(config)
     nodes = [NumberedNode(uid, hw, mqtt_port) for uid, hw in NODES]
     try:
-        _wait(lambda: _healthy(http_port), 60, "gateway healthy")
+        gateway_proc.wait_healthy(http_port, gw)
         for node in nodes:
             node.start()
         for _ in range(KILLS):
             if gw.poll() is not None:  # restarted after the previous kill
-                gw = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-                _wait(lambda: _healthy(http_port), 60, "gateway healthy again")
+                gw = gateway_proc.start(config)
+                gateway_proc.wait_healthy(http_port, gw)
             target = sum(len(n.acked()) for n in nodes) + 30 + rng.randrange(60)
             _wait(lambda t=target: sum(len(n.acked()) for n in nodes) >= t, 60, "the nodes got new PUBACKs")
-            gw.send_signal(signal.SIGKILL)
-            gw.wait()
+            gateway_proc.kill9(gw)
         acked_at_last_kill = {n.uid: n.acked() for n in nodes}
-        gw = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
-        _wait(lambda: _healthy(http_port), 60, "gateway healthy after the last kill")
+        gw = gateway_proc.start(config)
+        gateway_proc.wait_healthy(http_port, gw)
         for node in nodes:
             node.stop_publishing()
         # paho re-sends everything still unacknowledged (with DUP) until the gateway has committed it.
@@ -169,10 +132,4 @@ def test_sigkill_never_loses_a_pubacked_sample_and_resends_are_stored_once(tmp_p
     finally:
         for node in nodes:
             node.close()
-        if gw.poll() is None:
-            gw.send_signal(signal.SIGTERM)
-            try:
-                gw.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                gw.kill()
-                gw.wait()
+        gateway_proc.stop(gw)

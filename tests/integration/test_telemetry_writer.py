@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from gateway.clock import SystemClock
 from gateway.metrics import Metrics
@@ -68,7 +71,7 @@ async def test_every_batch_size_is_stored_whole_and_in_order(tmp_path):
     db = await open_db(tmp_path)
     writer = TelemetryWriter(db, SystemClock(), Metrics(), batch_size=10_000, flush_interval_s=10)
     expected: list[float] = []
-    for size in (1, 2, 3, 31, 63, 64, 65, 127, 128, 129, 1000):
+    for size in (1, 2, 3, 31, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000):
         rows = [row(float(len(expected) + i), 1000.0 + len(expected) + i, node_id=1 + i % 3) for i in range(size)]
         expected += [r.value for r in rows]
         await writer.put_many(rows)
@@ -76,4 +79,39 @@ async def test_every_batch_size_is_stored_whole_and_in_order(tmp_path):
     assert [r[0] for r in await db.fetchall("SELECT value FROM telemetry_samples ORDER BY id")] == expected
     last = {r[0]: r[1] for r in await db.fetchall("SELECT node_id, value FROM telemetry_last")}
     assert last == {n: max(v for i, v in enumerate(expected[-1000:]) if 1 + i % 3 == n) for n in (1, 2, 3)}
+    await db.close()
+
+
+async def test_an_sqlite_with_the_old_999_variable_limit_still_stores_big_batches(tmp_path):
+    # SQLite before 3.32 binds at most 999 variables per statement: the writer's multi-row statements shrink.
+    db = await open_db(tmp_path)
+    await db.in_thread_transaction(lambda conn: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999))
+    writer = TelemetryWriter(db, SystemClock(), Metrics(), batch_size=10_000, flush_interval_s=10)
+    rows = [row(float(i), 1000.0 + i, node_id=1 + i % 3) for i in range(700)]
+    await writer.put_many(rows)
+    await writer.flush()
+    assert writer.last_commit_error is None
+    assert [r[0] for r in await db.fetchall("SELECT value FROM telemetry_samples ORDER BY id")] == [float(i) for i in
+                                                                                                    range(700)]
+    await db.close()
+
+
+@pytest.mark.parametrize("turns", range(5))
+async def test_a_shutdown_cancellation_is_never_swallowed_when_a_batch_fills_at_that_moment(tmp_path, turns):
+    # Python 3.11's wait_for returned normally when cancelled just as its event fired: the writer then ran on
+    # and the gateway hung at SIGTERM under ingest load. The batch fills ``turns`` loop turns before the cancel.
+    db = await open_db(tmp_path)
+    writer = TelemetryWriter(db, SystemClock(), Metrics(), batch_size=2, flush_interval_s=30)
+    task = asyncio.create_task(writer.run())
+    await writer.submit([row(1.0, 1000.0)])
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer now lingers for a full batch
+    await writer.submit([row(2.0, 1001.0)])  # a full batch: the linger ends
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait({task}, timeout=30)
+    assert task.cancelled(), "the writer ignored its cancellation"
+    await writer.flush()
+    assert (await db.fetchone("SELECT COUNT(*) FROM telemetry_samples"))[0] == 2
     await db.close()
