@@ -30,7 +30,7 @@ EXPIRED_MESSAGE = (
 def render(request: web.Request, template: str, *, title: str, api: str | None, **context: Any) -> web.Response:
     """Render a page template with the common context (session, CSRF token, nav, script config)."""
     st = state(request)
-    g = st.gateway
+    g = st.services
     session = current_session(request)
     flash = None
     if session is not None:
@@ -57,7 +57,7 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
         nav_zones=_nav_zones(request),
         ui_config=ui_config,
         login_enabled=bool(g.settings.web.admin_token),
-        simulated_until=getattr(g.simulation, "simulated_until", None),
+        simulated_until=g.simulation.simulated_until if g.simulation is not None else None,
         **context,
     )
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
@@ -74,7 +74,7 @@ def _nav_zones(request: web.Request) -> list[tuple[str, str]]:
 
 def guard(request: web.Request) -> None:
     """Pages follow ``web.public_read``; without it an anonymous browser is sent to the login page."""
-    if state(request).gateway.settings.web.public_read:
+    if state(request).services.settings.web.public_read:
         return
     try:
         principal = authenticate(request)
