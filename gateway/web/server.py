@@ -15,6 +15,11 @@ class WebServer:
         self._services = services
         self._runner: web.AppRunner | None = None
 
+    @property
+    def services(self) -> WebServices:
+        """What the web side was given."""
+        return self._services
+
     async def start(self) -> int:
         """Bind and serve; returns the bound port."""
         app = build_app(self._services)

@@ -174,7 +174,7 @@ async def test_openapi_document_is_valid_and_covers_every_route(make_settings, c
         spec = yaml.safe_load(served.text)
         validate(spec)
         documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m != "parameters"}
-        app = build_app(gw)
+        app = build_app(gw.services.web.services)
         routed = set()
         for route in app.router.routes():
             info = route.resource.get_info() if route.resource is not None else {}
