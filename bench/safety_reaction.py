@@ -103,7 +103,8 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
         for _ in range(100):  # a fresh level reading is needed before the interlock allows the start
             gw.services.latest.update(zone_id, _metric("water_level"), _reading(gw, 70.0))
             gw.services.latest.update(zone_id, _metric("flow_rate"), _reading(gw, 12.0))
-            decision = await gw.services.gate.switch(gw.services.gate.channel(zone_id, "a-recirc"), True, source="bench")
+            gate = gw.services.gate
+            decision = await gate.switch(gate.channel(zone_id, "a-recirc"), True, source="bench")
             if decision.allowed:
                 break
             await asyncio.sleep(0.01)

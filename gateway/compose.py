@@ -25,7 +25,6 @@ from drivers.hardware import Hardware, open_hardware
 from drivers.sdnotify_client import SystemdNotifier
 from drivers.serial_link import SerialLink
 from drivers.watchdog import RelayWatchdog
-from firmware_contracts.topics import TopicKind
 from gateway.alerts import Alerts
 from gateway.app import Gateway
 from gateway.automation.config import automation_config_from_dict
@@ -290,8 +289,8 @@ async def _alert_unmonitored_pumps(alerts: Alerts, channels: list[PumpChannel]) 
 
 def _route(core: _Core, commands: CommandService) -> None:
     """Step 5: each inbound topic kind to its handler (messages that arrive earlier wait in the router's queue)."""
-    core.router.on(TopicKind.NODE_HELLO, core.registry.on_hello)
-    core.router.on(TopicKind.HEARTBEAT, core.ingest.identified(core.registry.on_heartbeat))
-    core.router.on(TopicKind.LWT, core.registry.on_status)
-    core.router.on(TopicKind.TELEMETRY, core.ingest.on_telemetry)
-    core.router.on(TopicKind.COMMAND_RESPONSE, core.ingest.identified(commands.on_response))
+    core.router.on_hello(core.registry.on_hello)
+    core.router.on_heartbeat(core.ingest.identified(core.registry.on_heartbeat))
+    core.router.on_status(core.registry.on_status)
+    core.router.on_telemetry(core.ingest.on_telemetry)
+    core.router.on_command_response(core.ingest.identified(commands.on_response))

@@ -72,7 +72,8 @@ async def test_api_command_reaches_node_and_follows_its_responses(make_settings)
 async def test_error_response_fails_command_alerts_and_locks_that_node_pump(make_settings):
     async with run_gateway(make_settings()) as gw:
         node = await _node(gw)
-        rec = await gw.services.commands.submit("zone-a", "pump_recirc", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_recirc", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         resp = {
             "cmd": "run_pump",
             "cmd_id": rec["cmd_id"],
@@ -100,7 +101,8 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
             {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1"},
         )
         await eventually(lambda: gw.services.registry.get("nd-ph-1"))
-        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         await asyncio.to_thread(
             other.publish,
             "hydro/gh1/zone-a/nd-ph-1/pump_drain/command_response",
@@ -123,7 +125,8 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
 async def test_sweeper_times_out_unanswered_commands(make_settings):
     async with run_gateway(make_settings(commands={"timeout_s": 0.3, "sweep_interval_s": 0.05})) as gw:
         node = await _node(gw)
-        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         await eventually(lambda: _status_is(gw, rec["cmd_id"], "TIMEOUT"), timeout=5)
         node.close()
 
@@ -146,7 +149,8 @@ async def test_in_flight_commands_are_resent_after_restart(make_settings):
     async with run_gateway(settings) as gw:
         node = await _node(gw)
         rec = await gw.services.commands.submit("zone-a", "pump_drain", "stop_pump", {}, node_uid="nd-water-1")
-        run = await gw.services.commands.submit("zone-a", "pump_fill", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        run = await gw.services.commands.submit("zone-a", "pump_fill", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         node.close()
     async with run_gateway(settings) as gw:
         # An actuating command passes the interlock again as things are now: no fresh level after the restart.

@@ -13,7 +13,8 @@ async def test_jammed_node_pump_answers_overcurrent_and_locks_its_channel(tmp_pa
     async with run_gateway(settings, simulate=True) as gw:
         gw.services.simulation.telemetry_s = 0.2
         zone_a = gw.services.registry.zone_id("zone-a")
-        await eventually(lambda: gw.services.registry.get("nd-a-water") and gw.services.latest.get(zone_a, _level()), timeout=20)
+        await eventually(lambda: gw.services.registry.get("nd-a-water") and gw.services.latest.get(zone_a, _level()),
+                         timeout=20)
         await eventually(lambda: len(gw.services.broker.clients()) == 8, timeout=20)
         ok = await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 2},
                                       node_uid="nd-a-water")
@@ -28,7 +29,8 @@ async def test_jammed_node_pump_answers_overcurrent_and_locks_its_channel(tmp_pa
         assert [(a["code"], a["scope"]) for a in alerts] == [("biz_overcurrent", "pump_irrigation")]
         assert gw.services.gate.locked_pumps() == {"node:nd-a-water/pump_irrigation": "biz_overcurrent"}
         try:
-            await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 1}, node_uid="nd-a-water")
+            await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 1},
+                                              node_uid="nd-a-water")
         except CommandRefused as exc:
             assert exc.reason == "locked:biz_overcurrent"
         else:

@@ -148,7 +148,8 @@ async def test_a_resent_message_is_stored_once_with_or_without_dup_and_across_a_
         await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.5}, pid=6, dup=True)
         raw.close()
         assert await _values(gw.services.db) == [6.0, 6.1, 1.4, 6.3, 6.4, 6.5, 6.5]
-        assert gw.services.metrics.registry.get_sample_value("hydro_ingest_duplicates_total", {"reason": "dup_flag"}) == 1
+        metrics = gw.services.metrics.registry
+        assert metrics.get_sample_value("hydro_ingest_duplicates_total", {"reason": "dup_flag"}) == 1
         assert gw.services.metrics.registry.get_sample_value("hydro_ingest_duplicates_total", {"reason": "resent"}) == 1
         state = await gw.services.db.fetchone("SELECT boot, high, duplicates FROM node_sequences")
         assert tuple(state) == ("b-18", 0, 4)
@@ -178,7 +179,8 @@ async def test_sequence_gaps_are_counted_per_node_without_blocking_anything(make
         # The heartbeat was applied (not blocked by the gaps) and its number committed with the state.
         assert (await gw.services.db.fetchone("SELECT rssi FROM nodes WHERE uid='nd-ph-1'"))[0] == -60
         # Committed up to 7; 2-4 and 6 still missing (a late re-send would fill them), none given up on.
-        assert tuple(await gw.services.db.fetchone("SELECT high, holes, gaps FROM node_sequences")) == (7, "[[2,4],[6,6]]", 0)
+        row = await gw.services.db.fetchone("SELECT high, holes, gaps FROM node_sequences")
+        assert tuple(row) == (7, "[[2,4],[6,6]]", 0)
         node.close()
 
 

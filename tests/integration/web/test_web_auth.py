@@ -26,7 +26,8 @@ async def trip_overcurrent(gw, node) -> None:
     await asyncio.to_thread(node.subscribe, "hydro/gh1/zone-a/nd-water-1/+/command")
     await asyncio.to_thread(node.publish, t, {"metric_type": "water_level", "value": 80, "ts": time.time()})
     await eventually(lambda: gw.services.db.fetchone("SELECT 1 FROM telemetry_last WHERE metric_type='water_level'"))
-    record = await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+    record = await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 5},
+                                               node_uid="nd-water-1")
     while True:
         topic, payload, _, _ = await asyncio.to_thread(node.get)
         if topic.endswith("/command"):
