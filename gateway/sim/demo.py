@@ -26,7 +26,7 @@ _ZONES = (("zone-a", "Lettuce", "a", 17, 0x40), ("zone-b", "Basil", "b", 5, 0x44
 _DOSE_REAGENT = {"ph_down": "ph_down", "ph_up": "ph_up", "nutrient_a": "nutrient", "nutrient_b": "nutrient"}
 
 
-def _water_cycle() -> dict[str, Any]:
+def _water_cycle() -> dict[str, object]:
     return {
         "mode": "RECIRCULATING",
         "recirc": {
@@ -45,7 +45,7 @@ def _water_cycle() -> dict[str, Any]:
     }
 
 
-def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict[str, Any]:
+def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict[str, object]:
     return {
         "name": name,
         "phases": [
@@ -58,12 +58,12 @@ def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict
     }
 
 
-def demo_config(data_dir: Path, http_port: int = 8080, mqtt_port: int = 1883) -> dict[str, Any]:
+def demo_config(data_dir: Path, http_port: int = 8080, mqtt_port: int = 1883) -> dict[str, object]:
     """The demo's settings as a config mapping (same shape as gateway.toml)."""
-    relays: list[dict[str, Any]] = []
-    ina: list[dict[str, Any]] = []
-    zones: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
+    relays: list[dict[str, object]] = []
+    ina: list[dict[str, object]] = []
+    zones: list[dict[str, object]] = []
+    nodes: list[dict[str, object]] = []
     for uid, name, short, pin0, addr0 in _ZONES:
         for i, (role, mode, logic) in enumerate(
             (("recirc", "NC", "active_open"), ("drain", "NO", "active_close"), ("fill", "NO", "active_close"))

@@ -139,7 +139,7 @@ def _flash(who: Principal, message: str) -> None:
         who.session.flash = message
 
 
-def safe_next(value: Any, default: str = "/") -> str:
+def safe_next(value: object, default: str = "/") -> str:
     """A local path to redirect to (never another site)."""
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value

@@ -136,7 +136,7 @@ def parse_manual(form: Any) -> tuple[str, str | None, str, dict[str, Any], str]:
     raise ManualError(f"unknown action {action!r}")
 
 
-def _number(value: Any, what: str) -> float:
+def _number(value: object, what: str) -> float:
     try:
         number = float(str(value))
     except ValueError:

@@ -13,7 +13,7 @@ from gateway.web import views
 from gateway.web.actions import LOGIN_EXPIRED
 from gateway.web.api import series_for
 from gateway.web.auth import authenticate, current_session
-from gateway.web.context import gw, state
+from gateway.web.context import WebServices, gw, state
 from gateway.web.manual import manual_controls, water_actions_valid
 from gateway.web.plan_view import targets_now
 from gateway.web.series import DECIMALS, LABELS, RANGES, ZONE_CHARTS
@@ -132,7 +132,7 @@ async def zone_page(request: web.Request) -> web.Response:
     )
 
 
-async def activity_for(g: Any, zone_uid: str, zone: dict[str, Any], span_s: int) -> str:
+async def activity_for(g: WebServices, zone_uid: str, zone: dict[str, Any], span_s: int) -> str:
     """The pump-activity strip of a zone over the chart range: finished runs, the runs going on now, doses."""
     zone_id = g.registry.zone_id(zone_uid)
     end = g.clock.time()
