@@ -42,11 +42,6 @@ def fail_safe_pump_on(fail_safe_mode: FailSafeMode) -> bool:
     return pump_on_for(fail_safe_mode, coil_energised=False)
 
 
-def relay_logic_for(fail_safe_mode: FailSafeMode) -> RelayLogic:
-    """The relay logic a contact implies: NC ⇔ active_open, NO ⇔ active_close."""
-    return "active_open" if fail_safe_mode == "NC" else "active_close"
-
-
 def validate_relay_logic(channel: str, fail_safe_mode: str, relay_logic: str) -> None:
     """Raise ``ValueError`` naming the channel when the mode/logic pair is unknown or contradictory."""
     if fail_safe_mode not in get_args(FailSafeMode):

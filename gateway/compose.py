@@ -27,7 +27,6 @@ from drivers.serial_link import SerialLink
 from drivers.watchdog import RelayWatchdog
 from gateway.alerts import Alerts
 from gateway.app import Gateway
-from gateway.automation.config import automation_config_from_dict
 from gateway.automation.service import AutomationService
 from gateway.broker.acl import TopicACL
 from gateway.broker.auth import Account, Authenticator
@@ -146,7 +145,7 @@ async def build_services(settings: Settings, clock: Clock | None = None, *, simu
         automation = AutomationService(
             core.db, core.alerts, pumps.commands, Circulation(pumps.water, pumps.safety), clock,
             zones=settings.zones, recipes=settings.recipes, timezone=settings.gateway.timezone,
-            config=automation_config_from_dict(settings.automation), metrics=core.metrics,
+            config=settings.automation, metrics=core.metrics,
         )
         # The scheduler drives the water-cycle/recirculation ticks like every other periodic job.
         automation.register_periodic("water_cycle", pumps.water.tick, pumps.water.tick_s, run_at_start=True)

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from gateway.alerts import Alerts
+from gateway.automation.recipes import Recipe, recipes_from_mapping
 from gateway.registry import Registry
 from gateway.settings import NodeConfig, ZoneConfig
 from gateway.upstream.config_doc import UpstreamConfig, UpstreamNode, UpstreamZone, as_config
-from gateway.upstream.recipes_translate import LocalRecipe, recipes_from_upstream
+from gateway.upstream.recipes_translate import recipes_from_upstream
 from gateway.water.service import WaterService
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 class RecipePlanner(Protocol):
     """The automation service as the config applier sees it."""
 
-    def apply_config(self, zones: Sequence[ZoneConfig], recipes: Mapping[str, LocalRecipe]) -> None:
+    def apply_config(self, zones: Sequence[ZoneConfig], recipes: Mapping[str, Recipe]) -> None:
         """Adopt zones and recipes; raises ValueError (RecipeError) and keeps the old ones when invalid."""
         ...
 
@@ -77,7 +78,8 @@ class ConfigApplier:
         await self._registry.apply_config(zones, nodes_of(doc.get("nodes", [])))
         self._water.update_configs({z.uid: z.water_cycle for z in zones if z.water_cycle})
         try:
-            self._automation.apply_config(zones, recipes_from_upstream(doc.get("recipes", [])))
+            recipes = recipes_from_mapping(recipes_from_upstream(doc.get("recipes", [])))
+            self._automation.apply_config(zones, recipes)
         except ValueError as exc:  # RecipeError: keep the previous recipes
             await self.rejected([str(exc)])
             return
