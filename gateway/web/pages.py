@@ -137,12 +137,13 @@ async def activity_for(g: WebServices, zone_uid: str, zone: dict[str, Any], span
     zone_id = g.registry.zone_id(zone_uid)
     end = g.clock.time()
     start = end - span_s
-    finished = await water.runs_finished_since(g.db, zone_id, start)
+    # An unknown zone has no runs and no doses (the queries would match nothing).
+    finished = await water.runs_finished_since(g.db, zone_id, start) if zone_id is not None else []
     runs = [(r.pump_channel, r.started_at, r.finished_at) for r in finished]
     # A pump ON now has no finished run yet: draw it up to now.
     runs += [(str(p["channel"]), end - 1.0, end) for p in zone.get("pumps") or [] if p.get("relay_on")]
     doses = []
-    for e in await events.since(g.db, zone_id, "DOSE", start):
+    for e in await events.since(g.db, zone_id, "DOSE", start) if zone_id is not None else []:
         ml = e["details"].get("ml") or 0.0
         volume = float(ml) if isinstance(ml, int | float | str) else 0.0
         doses.append((str(e["details"].get("reagent")), e["created_at"], volume))
