@@ -90,20 +90,21 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
     loader = ctx.Process(target=load_process, args=(settings.broker.port, rate, stop, sent))
     loader.start()
     await asyncio.sleep(2.0)
-    zone_id = gw.registry.zone_id("zone-a")
-    chip = gw.hardware.sim_chips["a-recirc"]
-    relay = gw.hardware.relays["a-recirc"]
+    zone_id = gw.services.registry.zone_id("zone-a")
+    chip = gw.services.hardware.sim_chips["a-recirc"]
+    relay = gw.services.hardware.relays["a-recirc"]
     pin = relay._device.pin
     latencies: list[float] = []
-    committed_before = gw.writer.committed
+    committed_before = gw.services.writer.committed
     t_start = time.monotonic()
     for _ in range(trials):
         chip.set_conditions(current_a=0.8, bus_voltage_v=12.0)
-        await gw.safety.reset("zone-a", by="bench")
+        await gw.services.safety.reset("zone-a", by="bench")
         for _ in range(100):  # a fresh level reading is needed before the interlock allows the start
-            gw.latest.update(zone_id, _metric("water_level"), _reading(gw, 70.0))
-            gw.latest.update(zone_id, _metric("flow_rate"), _reading(gw, 12.0))
-            decision = await gw.gate.switch(gw.gate.channel(zone_id, "a-recirc"), True, source="bench")
+            gw.services.latest.update(zone_id, _metric("water_level"), _reading(gw, 70.0))
+            gw.services.latest.update(zone_id, _metric("flow_rate"), _reading(gw, 12.0))
+            gate = gw.services.gate
+            decision = await gate.switch(gate.channel(zone_id, "a-recirc"), True, source="bench")
             if decision.allowed:
                 break
             await asyncio.sleep(0.01)
@@ -117,20 +118,20 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
             await asyncio.sleep(0.0005)
         # MockPin stamps every level change with time.monotonic(): the coil moved at _last_change.
         coil_at = pin._last_change
-        channel = gw.gate.channel(zone_id, "a-recirc")
+        channel = gw.services.gate.channel(zone_id, "a-recirc")
         for _ in range(200):  # the relay moves first; alert and lock bookkeeping follow in the same tick
-            if gw.gate.lock_of(channel) is not None:
+            if gw.services.gate.lock_of(channel) is not None:
                 break
             await asyncio.sleep(0.005)
-        lock = gw.gate.lock_of(channel)
+        lock = gw.services.gate.lock_of(channel)
         if lock != "biz_overcurrent":
-            events = [(e["type"], e["details"]) for e in await gw.alerts.events(zone_id, limit=5)]
+            events = [(e["type"], e["details"]) for e in await gw.services.alerts.events(zone_id, limit=5)]
             raise RuntimeError(f"relay switched by something else: {lock} {events}")
         latencies.append((coil_at - t0) * 1000)
     elapsed = time.monotonic() - t_start
     stop.set()
     loader.join(10)
-    ingested = gw.writer.committed - committed_before
+    ingested = gw.services.writer.committed - committed_before
     task.cancel()
     try:
         await task
@@ -158,7 +159,7 @@ def _metric(name: str):  # type: ignore[no-untyped-def]
 def _reading(gw, value: float):  # type: ignore[no-untyped-def]
     from gateway.readings import Reading
 
-    return Reading(value, gw.clock.monotonic(), gw.clock.time(), 0, None)
+    return Reading(value, gw.services.clock.monotonic(), gw.services.clock.time(), 0, None)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from firmware_contracts.timestamps import to_unix_seconds
 
@@ -28,15 +28,60 @@ __all__ = [
     "telemetry_items",
 ]
 
-Payload = Mapping[str, Any]
+Payload = Mapping[str, object]
+
+
+# Narrowing of schema-valid fields: a mismatch here means the payload skipped validation (a bug), not bad input.
+def _str(payload: Payload, key: str) -> str:
+    value = payload[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _opt_str(payload: Payload, key: str) -> str | None:
+    return None if payload.get(key) is None else _str(payload, key)
+
+
+def _number(payload: Payload, key: str) -> float | int:
+    value = payload[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key}: expected a number, got {type(value).__name__}")
+    return value
+
+
+def _opt_number(payload: Payload, key: str) -> float | int | None:
+    return None if payload.get(key) is None else _number(payload, key)
+
+
+def _opt_int(payload: Payload, key: str) -> int | None:
+    value = _opt_number(payload, key)
+    return None if value is None else int(value)
+
+
+def _object(value: object, key: str) -> Payload:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{key}: expected an object, got {type(value).__name__}")
+    return cast(Payload, value)
+
+
+def _array(payload: Payload, key: str) -> list[object]:
+    value = payload.get(key, [])
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{key}: expected an array, got {type(value).__name__}")
+    return list(value)
 
 
 def _ts(payload: Payload, key: str = "ts") -> float | None:
     value = payload.get(key)
-    return None if value is None else to_unix_seconds(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise TypeError(f"{key}: expected a timestamp, got {type(value).__name__}")
+    return to_unix_seconds(value)
 
 
-def _drop_none(items: dict[str, Any]) -> dict[str, Any]:
+def _drop_none(items: dict[str, object]) -> dict[str, object]:
     return {key: value for key, value in items.items() if value is not None}
 
 
@@ -55,15 +100,15 @@ class ChannelSpec:
     def from_payload(cls, payload: Payload) -> ChannelSpec:
         """Build from a schema-valid channel object (unknown keys from hello are ignored)."""
         return cls(
-            id=payload["id"],
-            type=payload["type"],
-            metric_type=payload.get("metric_type"),
-            fail_safe_mode=payload.get("fail_safe_mode"),
-            controlled_by=payload.get("controlled_by"),
-            relay_logic=payload.get("relay_logic"),
+            id=_str(payload, "id"),
+            type=_str(payload, "type"),
+            metric_type=_opt_str(payload, "metric_type"),
+            fail_safe_mode=_opt_str(payload, "fail_safe_mode"),
+            controlled_by=_opt_str(payload, "controlled_by"),
+            relay_logic=_opt_str(payload, "relay_logic"),
         )
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> dict[str, object]:
         """The JSON object for NodeConfig.channels[] (absent fields omitted)."""
         return _drop_none(
             {
@@ -93,13 +138,13 @@ class NodeHello:
     def from_payload(cls, payload: Payload) -> NodeHello:
         """Build from a schema-valid node_hello payload."""
         return cls(
-            hardware_id=payload["hardware_id"],
-            node_type=payload["node_type"],
-            fw_version=payload["fw_version"],
-            hardware_revision=payload.get("hardware_revision"),
-            node_uid=payload.get("node_uid"),
-            capabilities=tuple(payload.get("capabilities", ())),
-            channels=tuple(ChannelSpec.from_payload(c) for c in payload.get("channels", ())),
+            hardware_id=_str(payload, "hardware_id"),
+            node_type=_str(payload, "node_type"),
+            fw_version=_str(payload, "fw_version"),
+            hardware_revision=_opt_str(payload, "hardware_revision"),
+            node_uid=_opt_str(payload, "node_uid"),
+            capabilities=tuple(str(c) for c in _array(payload, "capabilities")),
+            channels=tuple(ChannelSpec.from_payload(_object(c, "channels[]")) for c in _array(payload, "channels")),
         )
 
 
@@ -116,13 +161,12 @@ class Heartbeat:
     @classmethod
     def from_payload(cls, payload: Payload) -> Heartbeat:
         """Build from a schema-valid heartbeat payload."""
-        reconnects = payload.get("wifi_reconnects")
         return cls(
-            uptime_s=int(payload["uptime_s"]),
-            rssi=int(payload["rssi"]),
-            free_heap=int(payload["free_heap"]),
+            uptime_s=int(_number(payload, "uptime_s")),
+            rssi=int(_number(payload, "rssi")),
+            free_heap=int(_number(payload, "free_heap")),
             ts=_ts(payload),
-            wifi_reconnects=None if reconnects is None else int(reconnects),
+            wifi_reconnects=_opt_int(payload, "wifi_reconnects"),
         )
 
 
@@ -142,13 +186,13 @@ class TelemetrySample:
     def from_payload(cls, payload: Payload) -> TelemetrySample:
         """Build from one schema-valid sample object."""
         return cls(
-            metric_type=payload["metric_type"],
-            value=float(payload["value"]),
+            metric_type=_str(payload, "metric_type"),
+            value=float(_number(payload, "value")),
             ts=_ts(payload),
-            channel=payload.get("channel"),
+            channel=_opt_str(payload, "channel"),
             raw=payload.get("raw"),
-            node_uid=payload.get("node_uid"),
-            zone_uid=payload.get("zone_uid"),
+            node_uid=_opt_str(payload, "node_uid"),
+            zone_uid=_opt_str(payload, "zone_uid"),
         )
 
 
@@ -165,7 +209,7 @@ def telemetry_items(payload: object) -> list[Any]:
 
 def parse_telemetry(payload: object) -> list[TelemetrySample]:
     """Samples of a schema-valid telemetry payload: a sample, a list of them, or ``{"samples": [...]}``."""
-    return [TelemetrySample.from_payload(item) for item in telemetry_items(payload)]
+    return [TelemetrySample.from_payload(_object(item, "sample")) for item in telemetry_items(payload)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,23 +218,22 @@ class Command:
 
     cmd: str
     cmd_id: str
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, object] = field(default_factory=dict)
     ts: float | None = None
     deadline_s: float | None = None
 
     @classmethod
     def from_payload(cls, payload: Payload) -> Command:
         """Build from a schema-valid command payload."""
-        deadline = payload.get("deadline_s")
         return cls(
-            cmd=payload["cmd"],
-            cmd_id=payload["cmd_id"],
-            params=dict(payload["params"]),
+            cmd=_str(payload, "cmd"),
+            cmd_id=_str(payload, "cmd_id"),
+            params=dict(_object(payload["params"], "params")),
             ts=_ts(payload),
-            deadline_s=None if deadline is None else float(deadline),
+            deadline_s=None if (deadline := _opt_number(payload, "deadline_s")) is None else float(deadline),
         )
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> dict[str, object]:
         """The JSON object to publish (``ts`` as unix seconds; absent fields omitted)."""
         return _drop_none(
             {
@@ -219,18 +262,18 @@ class CommandResponse:
     cmd_id: str
     status: CommandStatus
     error_code: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)
     ts: float | None = None
 
     @classmethod
     def from_payload(cls, payload: Payload) -> CommandResponse:
         """Build from a schema-valid command_response payload."""
         return cls(
-            cmd=payload["cmd"],
-            cmd_id=payload["cmd_id"],
-            status=CommandStatus(payload["status"]),
-            error_code=payload.get("error_code"),
-            details=dict(payload.get("details", {})),
+            cmd=_str(payload, "cmd"),
+            cmd_id=_str(payload, "cmd_id"),
+            status=CommandStatus(_str(payload, "status")),
+            error_code=_opt_str(payload, "error_code"),
+            details=dict(_object(payload.get("details", {}), "details")),
             ts=_ts(payload),
         )
 
@@ -257,17 +300,17 @@ class NodeConfig:
     @classmethod
     def from_payload(cls, payload: Payload) -> NodeConfig:
         """Build from a schema-valid config payload."""
-        intervals = payload["intervals"]
+        intervals = _object(payload["intervals"], "intervals")
         return cls(
-            node_uid=payload["node_uid"],
-            zone_uid=payload["zone_uid"],
-            gh_uid=payload["gh_uid"],
-            version=int(payload["version"]),
-            channels=tuple(ChannelSpec.from_payload(c) for c in payload["channels"]),
-            intervals=Intervals(float(intervals["telemetry_s"]), float(intervals["heartbeat_s"])),
+            node_uid=_str(payload, "node_uid"),
+            zone_uid=_str(payload, "zone_uid"),
+            gh_uid=_str(payload, "gh_uid"),
+            version=int(_number(payload, "version")),
+            channels=tuple(ChannelSpec.from_payload(_object(c, "channels[]")) for c in _array(payload, "channels")),
+            intervals=Intervals(float(_number(intervals, "telemetry_s")), float(_number(intervals, "heartbeat_s"))),
         )
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> dict[str, object]:
         """The JSON object to publish (retained, QoS 1)."""
         return {
             "node_uid": self.node_uid,

@@ -172,13 +172,14 @@ def _serve(settings: Settings, simulate: bool = False) -> int:
 async def _main(settings: Settings, simulate: bool) -> None:
     from gateway.compose import build_gateway
 
-    gateway = await build_gateway(settings, simulate=simulate)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     try:
+        # Building opens the database and the hardware (released again if a signal interrupts it).
+        gateway = await build_gateway(settings, simulate=simulate)
         await gateway.run()
     except asyncio.CancelledError:
         log.info("stopped by signal")

@@ -12,9 +12,10 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 from firmware_contracts.commands import CommandContractError, ValidCommand, parse_command
+from firmware_contracts.models import CommandResponse, CommandStatus
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -37,6 +38,14 @@ class Status(StrEnum):
     DONE = "DONE"
     FAILED = "FAILED"
     TIMEOUT = "TIMEOUT"
+
+
+# What a node's answer makes of the command.
+_STATUS_OF_RESPONSE: dict[CommandStatus, Status] = {
+    CommandStatus.ACK: Status.ACK,
+    CommandStatus.DONE: Status.DONE,
+    CommandStatus.ERROR: Status.FAILED,
+}
 
 
 FINAL = frozenset({Status.DONE, Status.FAILED, Status.TIMEOUT})
@@ -175,23 +184,23 @@ class CommandService:
                 continue  # recorded as FAILED with the reason
         return len(rows)
 
-    async def on_response(self, routed: Routed) -> None:
+    async def on_response(self, routed: Routed[CommandResponse]) -> None:
         """Apply a node's command_response."""
-        resp: dict[str, Any] = routed.payload
-        cmd_id = str(resp.get("cmd_id", ""))
+        resp = routed.model
+        cmd_id = resp.cmd_id
         row = await store.get(self._db, cmd_id)
         if row is None:
             raise RejectedMessage("unknown_cmd_id", cmd_id)
         node = self._registry.get(routed.topic.node or "")
         if node is None or node.id != row.node_id or (routed.topic.channel or "") != row.record["channel"]:
             raise RejectedMessage("response_wrong_node", f"{cmd_id} answered by {routed.topic.node}")
-        status = {"ACK": Status.ACK, "DONE": Status.DONE, "ERROR": Status.FAILED}[str(resp["status"])]
-        details = resp.get("details") or {}
-        changed = await self._set_status(cmd_id, status, error_code=resp.get("error_code"), details=details)
+        status = _STATUS_OF_RESPONSE[resp.status]
+        details = dict(resp.details)
+        changed = await self._set_status(cmd_id, status, error_code=resp.error_code, details=details)
         if changed and status is Status.FAILED and self._on_error is not None:
             record = await self.get(cmd_id)
             assert record is not None
-            await self._on_error(record, str(resp.get("error_code") or "error"), details)
+            await self._on_error(record, resp.error_code or "error", details)
 
     async def sweep_once(self) -> int:
         """Mark SENT/ACK commands older than the timeout as TIMEOUT."""

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from firmware_contracts.models import telemetry_items
 from firmware_contracts.timestamps import to_unix_seconds
+from firmware_contracts.validate import JsonDocument
 from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.broker.messages import Ack
@@ -26,7 +27,7 @@ from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import NodeInfo, Registry
-from gateway.router import Handler, RejectedMessage, Routed
+from gateway.router import Handler, M, RejectedMessage, Routed
 from gateway.sequences import NodeSequences, identity_of, message_identity
 from gateway.timesync import ClockSyncProbe
 from gateway.writer import SampleRow, SeqMark, TelemetryWriter
@@ -97,7 +98,7 @@ class Ingest:
         self._alert_throttle = AlertThrottle(alerts, clock)
         self._accepted = metrics.ingest_samples.labels(result="accepted", reason="")
 
-    async def on_telemetry(self, routed: Routed) -> None:
+    async def on_telemetry(self, routed: Routed[JsonDocument]) -> None:
         """MQTT entry point: the node comes from the topic, the identity (if any) from the payload's top level."""
         node_uid = routed.topic.node or ""
         zone_uid = routed.topic.zone
@@ -116,14 +117,14 @@ class Ingest:
         ]
         await self.accept(samples, source="mqtt", ack=message.ack, marks=marks)
 
-    def identified(self, handler: Handler) -> Handler:
+    def identified(self, handler: Handler[M]) -> Handler[M]:
         """Wrap a heartbeat / command_response handler: drop re-sent identities, commit the sequence state.
 
         These handlers write SQLite themselves (idempotent updates); the node's sequence state follows in the
         writer's next commit, and the message is acknowledged after both.
         """
 
-        async def handle(routed: Routed) -> None:
+        async def handle(routed: Routed[M]) -> None:
             identity = message_identity(routed.payload) if self._sequences is not None else None
             if identity is None:
                 await handler(routed)

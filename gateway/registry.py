@@ -12,13 +12,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from firmware_contracts.models import ChannelSpec, Heartbeat, NodeHello, NodeStatus
 from firmware_contracts.topics import config_topic
 from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.metrics import Metrics
+from gateway.node_config import node_channels, node_config
 from gateway.ratelog import RateLimitedLog
-from gateway.router import RejectedMessage, Routed
+from gateway.router import M, RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig
 from gateway.store import nodes as store
 from gateway.store.db import Database
@@ -66,6 +68,7 @@ class Registry:
         greenhouse_uid: str,
         heartbeat_interval_s: float,
         offline_after_missed: int,
+        telemetry_interval_s: float = 5,
     ) -> None:
         self._db = db
         self._alerts = alerts
@@ -74,6 +77,8 @@ class Registry:
         self._publish = publish
         self._gh = greenhouse_uid
         self._hb_interval = heartbeat_interval_s
+        self._telemetry_interval = telemetry_interval_s
+        self._channels: dict[str, tuple[ChannelSpec, ...]] = {}  # node uid → its actuator channels
         self._offline_after = heartbeat_interval_s * offline_after_missed
         self._by_uid: dict[str, NodeInfo] = {}
         self._zones: dict[str, int] = {}
@@ -92,8 +97,10 @@ class Registry:
 
         On a full disk the stored zones and nodes are used as they are (logged): the gateway still starts.
         """
+        zones = list(zones)
+        self._channels = node_channels(zones)
         try:
-            await self._store_config(list(zones), list(nodes))
+            await self._store_config(zones, list(nodes))
         except sqlite3.OperationalError as exc:
             log.error("could not store the zone/node config (%s): running with the stored one", exc)
         await self._reload()
@@ -146,23 +153,24 @@ class Registry:
         return list(self._by_uid.values())
 
     # ---- handlers ------------------------------------------------------------------------
-    async def on_hello(self, routed: Routed) -> None:
+    async def on_hello(self, routed: Routed[NodeHello]) -> None:
         """Register or update the node and answer with its retained config.
 
         A hello that would take another node's uid or hardware id is refused before anything is written:
         the uid a hello may claim is the authenticated MQTT account's (nodes log in with their uid).
         """
-        hello: dict[str, Any] = routed.payload
+        hello = routed.payload
+        assert isinstance(hello, dict)  # node_hello's schema admits only an object
         username = routed.message.username
-        claimed = hello.get("node_uid")
+        claimed = routed.model.node_uid
         if username and claimed and claimed != username:
             await self._identity_conflict(hello, username, f"logged in as {username} but claims uid {claimed}")
         claimed_uid = username or claimed
         uid, existing = await self._resolve_uid(hello, claimed_uid)
         if username and uid != username:
-            await self._identity_conflict(hello, username, f"hardware {hello['hardware_id']} belongs to {uid}")
+            await self._identity_conflict(hello, username, f"hardware {routed.model.hardware_id} belongs to {uid}")
         holder = await store.hardware_of(self._db, uid)
-        if holder is not None and holder != str(hello["hardware_id"]):
+        if holder is not None and holder != routed.model.hardware_id:
             await self._identity_conflict(hello, username, f"uid {uid} belongs to hardware {holder}")
         node = await self.register(hello, claimed_uid=claimed_uid, resolved=(uid, existing))
         await self.publish_config(node)
@@ -227,36 +235,30 @@ class Registry:
         return info
 
     async def publish_config(self, node: NodeInfo) -> None:
-        """Publish the node's config, retained, on its config topic."""
+        """Publish the node's config (its actuator channels from the zones' wiring), retained, on its config topic."""
         zone = node.zone_uid or UNASSIGNED_ZONE
-        payload = {
-            "node_uid": node.uid,
-            "zone_uid": zone,
-            "gh_uid": self._gh,
-            "version": 1,
-            "channels": [],
-            "intervals": {"telemetry_s": 5, "heartbeat_s": int(self._hb_interval)},
-        }
-        await self._publish(config_topic(self._gh, zone, node.uid), json.dumps(payload).encode(), 1, True)
+        config = node_config(node.uid, zone, self._gh, self._channels.get(node.uid, ()),
+                             self._telemetry_interval, int(self._hb_interval))
+        await self._publish(config_topic(self._gh, zone, node.uid), json.dumps(config.to_payload()).encode(), 1, True)
 
     async def republish_configs(self) -> None:
         """Re-publish every known node's retained config (the broker's retained store is memory-only)."""
         for node in self.nodes():
             await self.publish_config(node)
 
-    async def on_heartbeat(self, routed: Routed) -> None:
+    async def on_heartbeat(self, routed: Routed[Heartbeat]) -> None:
         """Update health fields and bring an offline node back."""
         node = self._require(routed)
-        hb: dict[str, Any] = routed.payload
+        hb = routed.model
         await store.record_heartbeat(
-            self._db, node.id, hb.get("rssi"), hb.get("uptime_s"), hb.get("free_heap"), self._clock.time()
+            self._db, node.id, hb.rssi, hb.uptime_s, hb.free_heap, self._clock.time()
         )
         await self._mark_seen(node)
 
-    async def on_status(self, routed: Routed) -> None:
+    async def on_status(self, routed: Routed[NodeStatus]) -> None:
         """The node's online/offline status (its last will says offline)."""
         node = self._require(routed)
-        if routed.payload.get("status") == "offline":
+        if not routed.model.online:
             await self._mark_offline(node, "last_will")
         else:
             await self._mark_seen(node)
@@ -279,7 +281,7 @@ class Registry:
             await self.supervise_once()
 
     # ---- internals -----------------------------------------------------------------------
-    def _require(self, routed: Routed) -> NodeInfo:
+    def _require(self, routed: Routed[M]) -> NodeInfo:
         uid = routed.topic.node or ""
         node = self._by_uid.get(uid)
         if node is None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
+from firmware_contracts.models import CommandResponse, Heartbeat, NodeHello, NodeStatus
 from firmware_contracts.topics import ParsedTopic, TopicError, TopicKind, parse_topic
-from firmware_contracts.validate import MessageKind, decode_and_validate
+from firmware_contracts.validate import JsonDocument, decode_and_validate, kind_for_topic
 from gateway.broker.messages import InboundMessage
 from gateway.clock import Clock
 from gateway.metrics import Metrics
@@ -23,25 +24,45 @@ from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-_KIND_FOR_TOPIC: dict[TopicKind, MessageKind] = {
-    TopicKind.NODE_HELLO: MessageKind.NODE_HELLO,
-    TopicKind.HEARTBEAT: MessageKind.HEARTBEAT,
-    TopicKind.TELEMETRY: MessageKind.TELEMETRY,
-    TopicKind.COMMAND_RESPONSE: MessageKind.COMMAND_RESPONSE,
-    TopicKind.LWT: MessageKind.STATUS,
-}
+M = TypeVar("M")
 
 
 @dataclass(frozen=True, slots=True)
-class Routed:
-    """A validated inbound message as handlers see it."""
+class Routed(Generic[M]):
+    """A validated inbound message as handlers see it: its typed contract model, and the document it came from.
+
+    ``payload`` is the schema-valid JSON document as decoded: the message identity (``boot``/``seq``) and the
+    stored node_hello come from it. Telemetry's model *is* that document (see ``Router.on_telemetry``).
+    """
 
     topic: ParsedTopic
-    payload: Any
+    payload: JsonDocument
     message: InboundMessage
+    model: M
 
 
-Handler = Callable[[Routed], Awaitable[None]]
+Handler = Callable[[Routed[M]], Awaitable[None]]
+_Bound = Callable[[ParsedTopic, JsonDocument, InboundMessage], Awaitable[None]]
+
+
+def _bind(parse: Callable[[JsonDocument], M], handler: Handler[M]) -> _Bound:
+    """The handler behind a parser: the model is built from the schema-valid document, then handed over."""
+
+    async def bound(topic: ParsedTopic, payload: JsonDocument, message: InboundMessage) -> None:
+        await handler(Routed(topic, payload, message, parse(payload)))
+
+    return bound
+
+
+def _object(payload: JsonDocument) -> Mapping[str, object]:
+    """The document of an object-only message kind (the schema allows nothing else)."""
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _document(payload: JsonDocument) -> JsonDocument:
+    return payload
 
 
 class RejectedMessage(Exception):
@@ -58,15 +79,36 @@ class Router:
 
     def __init__(self, metrics: Metrics, clock: Clock, queue_max: int = 10_000, max_payload: int = 65536) -> None:
         self._queue: asyncio.Queue[InboundMessage] = asyncio.Queue(maxsize=queue_max)
-        self._handlers: dict[TopicKind, Handler] = {}
+        self._handlers: dict[TopicKind, _Bound] = {}
         self._metrics = metrics
         self._max_payload = max_payload
         self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
         self.processed = 0
 
-    def on(self, kind: TopicKind, handler: Handler) -> None:
-        """Register the handler for one topic kind."""
-        self._handlers[kind] = handler
+    def on_hello(self, handler: Handler[NodeHello]) -> None:
+        """Register the node_hello handler."""
+        self._handlers[TopicKind.NODE_HELLO] = _bind(lambda p: NodeHello.from_payload(_object(p)), handler)
+
+    def on_heartbeat(self, handler: Handler[Heartbeat]) -> None:
+        """Register the heartbeat handler."""
+        self._handlers[TopicKind.HEARTBEAT] = _bind(lambda p: Heartbeat.from_payload(_object(p)), handler)
+
+    def on_status(self, handler: Handler[NodeStatus]) -> None:
+        """Register the handler of a node's status (its last will says offline)."""
+        self._handlers[TopicKind.LWT] = _bind(lambda p: NodeStatus.from_payload(_object(p)), handler)
+
+    def on_command_response(self, handler: Handler[CommandResponse]) -> None:
+        """Register the command_response handler."""
+        self._handlers[TopicKind.COMMAND_RESPONSE] = _bind(lambda p: CommandResponse.from_payload(_object(p)), handler)
+
+    def on_telemetry(self, handler: Handler[JsonDocument]) -> None:
+        """Register the telemetry handler; it gets the schema-valid document itself.
+
+        Not ``TelemetrySample`` objects: this is the hot path (tens of thousands of samples a second in a
+        flood), and ingest turns each sample straight into its own tuple; a dataclass per sample on the way
+        would only double the work for fields the schema has already checked.
+        """
+        self._handlers[TopicKind.TELEMETRY] = _bind(_document, handler)
 
     async def put(self, message: InboundMessage) -> None:
         """Queue a message; waits (back-pressure on the publisher) when the queue is full."""
@@ -129,18 +171,19 @@ class Router:
             return
         if topic.node:
             who = topic.node
-        kind = _KIND_FOR_TOPIC.get(topic.kind)
         handler = self._handlers.get(topic.kind)
-        if kind is None or handler is None:
+        if handler is None:
             self.reject("unhandled_topic", who, message.topic)
             return
-        payload, failure = decode_and_validate(kind, message.payload, max_bytes=self._max_payload)
+        payload, failure = decode_and_validate(kind_for_topic(topic.kind), message.payload,
+                                               max_bytes=self._max_payload)
         if failure is not None:
             self.reject(failure.code, who, failure.message)
             return
+        assert payload is not None  # decode_and_validate returns a document or a failure
         self._metrics.messages_received.labels(kind=topic.kind.value).inc()
         try:
-            await handler(Routed(topic, payload, message))
+            await handler(topic, payload, message)
         except RejectedMessage as exc:
             self.reject(exc.reason, who, exc.detail)
         except asyncio.CancelledError:

@@ -580,6 +580,12 @@ class EmbeddedBroker:
         (the status page is asked during shutdown too)."""
         return self._port
 
+    def is_serving(self) -> bool:
+        """Whether the listener accepts connections (False before ``start`` and once its server closed)."""
+        servers = getattr(self.broker, "_servers", {})
+        instance = getattr(servers.get("default"), "instance", None)
+        return instance is not None and bool(instance.is_serving())
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish from the gateway itself (commands, node configs)."""
         if retain:

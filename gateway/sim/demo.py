@@ -11,14 +11,13 @@ import asyncio
 import logging
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from drivers.hardware import Hardware
 from gateway.sim.history import write_history
 from gateway.sim.nodes import SimNode, SimNodeSpec
 from gateway.sim.tank import Fault, TankSim
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.sim.wiring import SimServices
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ _ZONES = (("zone-a", "Lettuce", "a", 17, 0x40), ("zone-b", "Basil", "b", 5, 0x44
 _DOSE_REAGENT = {"ph_down": "ph_down", "ph_up": "ph_up", "nutrient_a": "nutrient", "nutrient_b": "nutrient"}
 
 
-def _water_cycle() -> dict[str, Any]:
+def _water_cycle() -> dict[str, object]:
     return {
         "mode": "RECIRCULATING",
         "recirc": {
@@ -46,7 +45,7 @@ def _water_cycle() -> dict[str, Any]:
     }
 
 
-def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict[str, Any]:
+def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict[str, object]:
     return {
         "name": name,
         "phases": [
@@ -59,12 +58,12 @@ def _recipe(name: str, ph: tuple[float, float], ec: tuple[float, float]) -> dict
     }
 
 
-def demo_config(data_dir: Path, http_port: int = 8080, mqtt_port: int = 1883) -> dict[str, Any]:
+def demo_config(data_dir: Path, http_port: int = 8080, mqtt_port: int = 1883) -> dict[str, object]:
     """The demo's settings as a config mapping (same shape as gateway.toml)."""
-    relays: list[dict[str, Any]] = []
-    ina: list[dict[str, Any]] = []
-    zones: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
+    relays: list[dict[str, object]] = []
+    ina: list[dict[str, object]] = []
+    zones: list[dict[str, object]] = []
+    nodes: list[dict[str, object]] = []
     for uid, name, short, pin0, addr0 in _ZONES:
         for i, (role, mode, logic) in enumerate(
             (("recirc", "NC", "active_open"), ("drain", "NO", "active_close"), ("fill", "NO", "active_close"))
@@ -151,14 +150,14 @@ class ZoneSim:
         self.pending_doses: dict[str, float] = {}
         self.jammed_node_pumps: set[str] = set()
 
-    def step(self, gateway: Gateway, dt: float) -> None:
+    def step(self, hardware: Hardware, dt: float) -> None:
         """Advance physics with the relays' current state and update the INA209 chips."""
-        relays = gateway.hardware.relays
+        relays = hardware.relays
         pumps = {role: relays[f"{self.short}-{role}"].pump_on for role in ("recirc", "drain", "fill")}
         doses, self.pending_doses = self.pending_doses, {}
         self.tank.step(dt, pumps, doses)
         for role in ("recirc", "drain", "fill"):
-            chip = gateway.hardware.sim_chips.get(f"{self.short}-{role}")
+            chip = hardware.sim_chips.get(f"{self.short}-{role}")
             if chip is not None:
                 chip.set_conditions(current_a=self.tank.current_reading(role), bus_voltage_v=12.0)
 
@@ -188,8 +187,8 @@ class ZoneSim:
 class DemoSimulation:
     """The simulated greenhouse attached to a running gateway; also the fault-injection surface."""
 
-    def __init__(self, gateway: Gateway, telemetry_s: float = 2.0, history_days: float = 7.0) -> None:
-        self.gateway = gateway
+    def __init__(self, services: SimServices, telemetry_s: float = 2.0, history_days: float = 7.0) -> None:
+        self._services = services
         self.telemetry_s = telemetry_s
         self.history_days = history_days
         self.simulated_until: float | None = None  # end of the simulated past written at start, if any
@@ -216,7 +215,7 @@ class DemoSimulation:
 
     async def run(self) -> None:
         """Physics at 5 Hz plus every simulated node, until cancelled."""
-        gw = self.gateway
+        gw = self._services
         uri = f"mqtt://127.0.0.1:{gw.broker.port}"
         gh = gw.settings.gateway.greenhouse_uid
         if self.history_days > 0:
@@ -283,13 +282,5 @@ class DemoSimulation:
     async def _physics(self, dt: float = 0.2) -> None:
         while True:
             for zone in self.zones.values():
-                zone.step(self.gateway, dt)
+                zone.step(self._services.hardware, dt)
             await asyncio.sleep(dt)
-
-
-def attach_simulation(gateway: Gateway, telemetry_s: float = 2.0, history_days: float = 7.0) -> DemoSimulation:
-    """Run the simulated greenhouse under the gateway's supervision and expose its fault API."""
-    sim = DemoSimulation(gateway, telemetry_s, history_days)
-    gateway.simulation = sim
-    gateway.add_service("greenhouse_sim", sim.run)
-    return sim

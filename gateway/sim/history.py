@@ -22,9 +22,10 @@ from gateway.store import events, samples, water
 from gateway.store.events import EventValues
 from gateway.store.samples import SampleValues
 from gateway.store.water import RunValues
+from gateway.water.cycle import WaterPhase
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.sim.wiring import SimServices
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,14 @@ def _write(conn: sqlite3.Connection, zones: list[ZoneHistory]) -> int:
 
 
 async def _adopt_solution_age(
-    gw: Gateway, histories: list[ZoneHistory], zones: list[tuple[str, str]], now: float
+    gw: SimServices, histories: list[ZoneHistory], zones: list[tuple[str, str]], now: float
 ) -> None:
     """The water machine's solution age follows the simulated water change, so the page tells one story."""
-    water = getattr(gw, "water", None)
     by_id = {gw.registry.zone_id(uid): uid for uid, _ in zones}
     for z in histories:
-        zw = getattr(water, "zones", {}).get(by_id.get(z.zone_id))
-        if zw is None or z.solution_made_at is None or zw.state.phase.value != "NORMAL_RECIRC":
+        uid = by_id.get(z.zone_id)
+        zw = gw.water.zones.get(uid) if uid is not None else None
+        if zw is None or z.solution_made_at is None or zw.state.phase is not WaterPhase.NORMAL_RECIRC:
             continue
         zw.state = replace(zw.state, solution_started_at=z.solution_made_at, ec_at_start=z.ec_at_start,
                            phase_started_at_wall=z.solution_made_at)
@@ -159,7 +160,7 @@ async def _adopt_solution_age(
         await gw.db.put_state(f"water.{zw.zone_uid}", zw.state.to_dict(), now)
 
 
-async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float = 7.0) -> float | None:
+async def write_history(gw: SimServices, zones: list[tuple[str, str]], days: float = 7.0) -> float | None:
     """Write ``days`` of simulated history for each (zone uid, short name) unless the database has a past already.
 
     Returns the end of the simulated past (wall seconds), or None when nothing was written.
@@ -168,7 +169,7 @@ async def write_history(gw: Gateway, zones: list[tuple[str, str]], days: float =
     if await samples.has_samples_before(gw.db, now - 3600):
         return None  # a restarted demo keeps the past it has
     tz = ZoneInfo(gw.settings.gateway.timezone)
-    recipes = {p.uid: p.assignment for p in getattr(gw.automation, "plans", [])}
+    recipes = {p.uid: p.assignment for p in gw.automation.plans}
     end = now - 60.0  # the live readings take over from here
     histories = []
     for seed, (uid, short) in enumerate(zones):

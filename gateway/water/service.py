@@ -77,6 +77,10 @@ class WaterService:
             uid: ZoneWater(zone_id, uid, cfg) for uid, (zone_id, cfg) in zones.items() if cfg is not None
         }
 
+    def in_normal_recirc(self, zone_id: int) -> bool:
+        """No water change under way in the zone (a zone without a water cycle is always in normal recirculation)."""
+        return all(zw.state.phase is WaterPhase.NORMAL_RECIRC for zw in self.zones.values() if zw.zone_id == zone_id)
+
     def update_configs(self, configs: Mapping[str, WaterCycleConfig | None]) -> None:
         """New water_cycle settings (from upstream, parsed and validated with the zone config)."""
         for uid, cfg in configs.items():

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from gateway.web.auth import Principal, json_error, require_admin
 from gateway.web.context import gw
-from gateway.web.services import WaterControl, safety_of, water_of
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.water.service import WaterService
+    from gateway.web.context import WebServices
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +29,26 @@ class ActionError(Exception):
         self.message = message
 
 
-async def reset_safety(g: Gateway, zone_uid: str, by: str) -> list[str]:
+async def reset_safety(g: WebServices, zone_uid: str, by: str) -> list[str]:
     """Resolve the zone's safety alerts and unlock it; records who did it; returns the resolved codes."""
     if g.registry.zone_id(zone_uid) is None:
         raise ActionError(404, f"unknown zone {zone_uid!r}")
     # The safety service resolves, unlocks and records the SAFETY_LOCK_RESET event with ``by``.
-    return list(await safety_of(g).reset(zone_uid, by))
+    return list(await g.safety.reset(zone_uid, by))
 
 
-async def water_action(g: Gateway, zone_uid: str, action: str, by: str) -> None:
+async def water_action(g: WebServices, zone_uid: str, action: str, by: str) -> None:
     """Ask the water machine to start, abort or acknowledge a water change (done on its next tick)."""
     if g.registry.zone_id(zone_uid) is None:
         raise ActionError(404, f"unknown zone {zone_uid!r}")
     if action not in WATER_ACTIONS:
         raise ActionError(404, f"unknown water action {action!r}")
-    if not await _call_water(water_of(g), action, zone_uid, by):
+    if not await _call_water(g.water, action, zone_uid, by):
         raise ActionError(409, f"zone {zone_uid!r} has no water cycle configured")
     log.info("water %s requested in zone %s by %s", action, zone_uid, by)
 
 
-async def _call_water(water: WaterControl, action: str, zone_uid: str, by: str) -> bool:
+async def _call_water(water: WaterService, action: str, zone_uid: str, by: str) -> bool:
     if action == "start":
         return await water.start_change(zone_uid, by)
     if action == "abort":
@@ -139,7 +139,7 @@ def _flash(who: Principal, message: str) -> None:
         who.session.flash = message
 
 
-def safe_next(value: Any, default: str = "/") -> str:
+def safe_next(value: object, default: str = "/") -> str:
     """A local path to redirect to (never another site)."""
     if isinstance(value, str) and value.startswith("/") and not value.startswith("//") and "\\" not in value:
         return value

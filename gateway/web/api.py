@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from importlib import resources
-from typing import Any
 
 from aiohttp import web
 
@@ -41,7 +40,7 @@ async def status(request: web.Request) -> web.Response:
     for n in nodes:
         key = "online" if n.online else "offline"
         by_state[key] = by_state.get(key, 0) + 1
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "gateway_id": g.settings.gateway.id,
         "greenhouse_uid": g.settings.gateway.greenhouse_uid,
         "mode": g.settings.gateway.mode.value,

@@ -77,7 +77,7 @@ def check_rate_limit(request: web.Request, key: str) -> None:
     st = state(request)
     wait = st.limiter.retry_after(key)
     if wait is not None:
-        st.gateway.metrics.web_locked_refusals.inc()
+        st.services.metrics.web_locked_refusals.inc()
         raise json_error(web.HTTPTooManyRequests, "too many failed logins, try later", **{"Retry-After": _secs(wait)})
 
 
@@ -85,12 +85,12 @@ def _bearer_principal(request: web.Request, token: str) -> Principal:
     st = state(request)
     key = credential_key(request, token)
     check_rate_limit(request, key)
-    expected = st.gateway.settings.web.admin_token
+    expected = st.services.settings.web.admin_token
     if expected and secrets_equal(token, expected):
         st.limiter.success(key)
-        return Principal(st.gateway.settings.web.admin_user, "token")
+        return Principal(st.services.settings.web.admin_user, "token")
     st.limiter.failure(key)
-    st.gateway.metrics.web_auth_failures.labels(via="token").inc()
+    st.services.metrics.web_auth_failures.labels(via="token").inc()
     raise json_error(web.HTTPUnauthorized, "wrong admin token", **{"WWW-Authenticate": 'Bearer realm="hydro-gateway"'})
 
 
@@ -105,7 +105,7 @@ def authenticate(request: web.Request) -> Principal | None:
 
 def require_read(request: web.Request) -> None:
     """Reads are open when ``web.public_read``; otherwise they need the admin as for actions."""
-    if state(request).gateway.settings.web.public_read:
+    if state(request).services.settings.web.public_read:
         return
     if authenticate(request) is None:
         raise _unauthorized()

@@ -34,11 +34,11 @@ async def login(request: web.Request) -> web.Response:
     key = credential_key(request, password, user)
     wait = st.limiter.retry_after(key)
     if wait is not None:
-        st.gateway.metrics.web_locked_refusals.inc()
+        st.services.metrics.web_locked_refusals.inc()
         resp = _page(request, nxt, "Too many failed attempts. Try again in a minute.", 429, user)
         resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return resp
-    cfg = st.gateway.settings.web
+    cfg = st.services.settings.web
     if not cfg.admin_token:
         return _page(request, nxt, "Login is disabled: no admin token is configured.", 403, user)
     # Both compared in full so a wrong user name costs the same time as a wrong password.
@@ -46,7 +46,7 @@ async def login(request: web.Request) -> web.Response:
     ok_password = secrets_equal(password, cfg.admin_token)
     if not (ok_user and ok_password):
         st.limiter.failure(key)
-        st.gateway.metrics.web_auth_failures.labels(via="login").inc()
+        st.services.metrics.web_auth_failures.labels(via="login").inc()
         return _page(request, nxt, "Wrong user name or password.", 401, user)
     st.limiter.success(key)
     st.sessions.drop(request.cookies.get(SESSION_COOKIE))

@@ -17,7 +17,7 @@ from gateway.web.actions import form_admin, safe_next, set_flash
 from gateway.web.context import gw
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.web.context import WebServices
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def water_actions_valid(phase: str | None, locked: bool = False) -> dict[str, bo
     }
 
 
-def manual_controls(g: Gateway, zone: dict[str, Any]) -> dict[str, Any]:
+def manual_controls(g: WebServices, zone: dict[str, Any]) -> dict[str, Any]:
     """The pumps and dosers of a zone the admin can drive by hand, with their lock state."""
     pumps = []
     seen = set()
@@ -136,7 +136,7 @@ def parse_manual(form: Any) -> tuple[str, str | None, str, dict[str, Any], str]:
     raise ManualError(f"unknown action {action!r}")
 
 
-def _number(value: Any, what: str) -> float:
+def _number(value: object, what: str) -> float:
     try:
         number = float(str(value))
     except ValueError:

@@ -13,7 +13,7 @@ from gateway.web import views
 from gateway.web.actions import LOGIN_EXPIRED
 from gateway.web.api import series_for
 from gateway.web.auth import authenticate, current_session
-from gateway.web.context import gw, state
+from gateway.web.context import WebServices, gw, state
 from gateway.web.manual import manual_controls, water_actions_valid
 from gateway.web.plan_view import targets_now
 from gateway.web.series import DECIMALS, LABELS, RANGES, ZONE_CHARTS
@@ -30,7 +30,7 @@ EXPIRED_MESSAGE = (
 def render(request: web.Request, template: str, *, title: str, api: str | None, **context: Any) -> web.Response:
     """Render a page template with the common context (session, CSRF token, nav, script config)."""
     st = state(request)
-    g = st.gateway
+    g = st.services
     session = current_session(request)
     flash = None
     if session is not None:
@@ -57,7 +57,7 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
         nav_zones=_nav_zones(request),
         ui_config=ui_config,
         login_enabled=bool(g.settings.web.admin_token),
-        simulated_until=getattr(g.simulation, "simulated_until", None),
+        simulated_until=g.simulation.simulated_until if g.simulation is not None else None,
         **context,
     )
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
@@ -74,7 +74,7 @@ def _nav_zones(request: web.Request) -> list[tuple[str, str]]:
 
 def guard(request: web.Request) -> None:
     """Pages follow ``web.public_read``; without it an anonymous browser is sent to the login page."""
-    if state(request).gateway.settings.web.public_read:
+    if state(request).services.settings.web.public_read:
         return
     try:
         principal = authenticate(request)
@@ -132,17 +132,18 @@ async def zone_page(request: web.Request) -> web.Response:
     )
 
 
-async def activity_for(g: Any, zone_uid: str, zone: dict[str, Any], span_s: int) -> str:
+async def activity_for(g: WebServices, zone_uid: str, zone: dict[str, Any], span_s: int) -> str:
     """The pump-activity strip of a zone over the chart range: finished runs, the runs going on now, doses."""
     zone_id = g.registry.zone_id(zone_uid)
     end = g.clock.time()
     start = end - span_s
-    finished = await water.runs_finished_since(g.db, zone_id, start)
+    # An unknown zone has no runs and no doses (the queries would match nothing).
+    finished = await water.runs_finished_since(g.db, zone_id, start) if zone_id is not None else []
     runs = [(r.pump_channel, r.started_at, r.finished_at) for r in finished]
     # A pump ON now has no finished run yet: draw it up to now.
     runs += [(str(p["channel"]), end - 1.0, end) for p in zone.get("pumps") or [] if p.get("relay_on")]
     doses = []
-    for e in await events.since(g.db, zone_id, "DOSE", start):
+    for e in await events.since(g.db, zone_id, "DOSE", start) if zone_id is not None else []:
         ml = e["details"].get("ml") or 0.0
         volume = float(ml) if isinstance(ml, int | float | str) else 0.0
         doses.append((str(e["details"].get("reagent")), e["created_at"], volume))

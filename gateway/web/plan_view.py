@@ -14,22 +14,20 @@ from gateway.automation.recipes import Assignment, Range
 from gateway.metric_types import Metric
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.web.context import WebServices
 
 DAY_S = 86400.0
 CHANGE_PHASES = frozenset({"WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL", "WATER_CHANGE_STABILIZE"})
 
 
-def _assignment(g: Gateway, zone_uid: str) -> Assignment | None:
-    automation = getattr(g, "automation", None)
-    for plan in getattr(automation, "plans", None) or []:
+def _assignment(g: WebServices, zone_uid: str) -> Assignment | None:
+    for plan in g.automation.plans:
         if plan.uid == zone_uid:
-            assignment: Assignment | None = plan.assignment
-            return assignment
+            return plan.assignment
     return None
 
 
-def _tz(g: Gateway) -> ZoneInfo:
+def _tz(g: WebServices) -> ZoneInfo:
     return ZoneInfo(g.settings.gateway.timezone)
 
 
@@ -37,7 +35,7 @@ def _range(r: Range | None) -> dict[str, float] | None:
     return None if r is None else {"low": r.low, "high": r.high}
 
 
-def targets_now(g: Gateway, zone_uid: str, now: float) -> dict[str, dict[str, float]]:
+def targets_now(g: WebServices, zone_uid: str, now: float) -> dict[str, dict[str, float]]:
     """Target range per metric in force now: pH and EC from the recipe phase, water level from the safety floor."""
     out: dict[str, dict[str, float]] = {}
     a = _assignment(g, zone_uid)
@@ -66,7 +64,7 @@ def reading_state(value: float | None, target: dict[str, float] | None, stale: b
     return "ok"
 
 
-def zone_plan(g: Gateway, zone_uid: str, now: float, water: dict[str, Any] | None) -> dict[str, Any]:
+def zone_plan(g: WebServices, zone_uid: str, now: float, water: dict[str, Any] | None) -> dict[str, Any]:
     """Recipe and phase with day N of M, the targets, next irrigation, next water change and dose window."""
     tz = _tz(g)
     local = datetime.fromtimestamp(now, tz)
@@ -111,7 +109,7 @@ def _next_irrigation(a: Assignment, local: datetime) -> dict[str, Any] | None:
 
 
 def _next_water_change(
-    g: Gateway, zone_uid: str, now: float, tz: ZoneInfo, water: dict[str, Any] | None
+    g: WebServices, zone_uid: str, now: float, tz: ZoneInfo, water: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     zw = getattr(getattr(g, "water", None), "zones", {}).get(zone_uid)
     if zw is None or water is None:
@@ -130,13 +128,12 @@ def _next_water_change(
     return {"state": "due" if at <= now else "scheduled", "at": max(at, now)}
 
 
-def _dose_window(g: Gateway, zone_uid: str, now: float) -> list[dict[str, Any]]:
+def _dose_window(g: WebServices, zone_uid: str, now: float) -> list[dict[str, Any]]:
     """Per dosed parameter: from when the controller may dose again (cool-down and blocks)."""
-    automation = getattr(g, "automation", None)
-    dosing = getattr(automation, "dosing", None)
-    if dosing is None or _assignment(g, zone_uid) is None:
+    dosing = g.automation.dosing
+    if _assignment(g, zone_uid) is None:
         return []
-    cooldown = automation.config.dosing.cooldown_s  # type: ignore[union-attr]
+    cooldown = g.automation.config.dosing.cooldown_s
     out = []
     for param in Param:
         st = dosing.state(zone_uid, param)

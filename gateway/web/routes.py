@@ -17,7 +17,7 @@ from gateway.web.sessions import SessionStore
 from gateway.web.templating import make_environment
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.web.context import WebServices
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,14 +47,14 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return resp
 
 
-def build_app(gateway: Gateway) -> web.Application:
+def build_app(services: WebServices) -> web.Application:
     """Create the aiohttp application."""
     app = web.Application(client_max_size=MAX_INGEST_BODY, middlewares=[security_headers])
-    templates = make_environment(gateway.settings.gateway.timezone)
+    templates = make_environment(services.settings.gateway.timezone)
     app[STATE_KEY] = WebState(
-        gateway=gateway,
-        sessions=SessionStore(gateway.clock.monotonic),
-        limiter=FailureLimiter(gateway.clock.monotonic, on_lockout=lambda _key: gateway.metrics.web_lockouts.inc()),
+        services=services,
+        sessions=SessionStore(services.clock.monotonic),
+        limiter=FailureLimiter(services.clock.monotonic, on_lockout=lambda _key: services.metrics.web_lockouts.inc()),
         templates=templates,
     )
     for module in (api, ingest_api, commands_api, actions, manual, metrics_api, pages, login):

@@ -18,10 +18,9 @@ from gateway.metric_types import CANONICAL_METRICS
 from gateway.metric_types import Metric as Quantity
 from gateway.store import samples as samples_store
 from gateway.web.plan_view import targets_now
-from gateway.web.services import safety_of
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.web.context import WebServices
 
 # Metric → (family name, help). Units as Prometheus spells them; pH and ppm are dimensionless ratios.
 SENSOR_FAMILIES: dict[Quantity, tuple[str, str]] = {
@@ -48,7 +47,7 @@ class _Snapshot(Collector):
         yield from self._families
 
 
-async def sensor_exposition(g: Gateway) -> bytes:
+async def sensor_exposition(g: WebServices) -> bytes:
     """The text exposition of the sensor, target and pump families."""
     now = g.clock.time()
     rows = await samples_store.latest(g.db)
@@ -76,7 +75,7 @@ async def sensor_exposition(g: Gateway) -> bytes:
     return generate_latest(registry)
 
 
-def _targets(g: Gateway, zones: list[str], now: float) -> list[Metric]:
+def _targets(g: WebServices, zones: list[str], now: float) -> list[Metric]:
     where = ["zone", "metric"]
     low = GaugeMetricFamily("hydro_target_min", "Lower end of the target range in force now", labels=where)
     high = GaugeMetricFamily("hydro_target_max", "Upper end of the target range in force now", labels=where)
@@ -87,13 +86,13 @@ def _targets(g: Gateway, zones: list[str], now: float) -> list[Metric]:
     return [low, high]
 
 
-def _pumps(g: Gateway) -> list[Metric]:
+def _pumps(g: WebServices) -> list[Metric]:
     labels = ["zone", "channel", "role", "node"]
     on = GaugeMetricFamily("hydro_pump_on", "1 while the pump is commanded ON (relay or node)", labels=labels)
     locked = GaugeMetricFamily("hydro_pump_locked", "1 while the safety loop holds a lock on the pump", labels=labels)
     current = GaugeMetricFamily("hydro_pump_current_amperes", "Pump current measured by its INA209", labels=labels)
     flow = GaugeMetricFamily("hydro_pump_flow_liters_per_minute", "Flow through the pump", labels=labels)
-    zones: dict[str, Any] = safety_of(g).snapshot().get("zones") or {}
+    zones: dict[str, Any] = g.safety.snapshot().get("zones") or {}
     for zone, z in sorted(zones.items()):
         for p in z.get("pumps") or []:
             where = [zone, str(p["channel"]), str(p.get("role") or ""), str(p.get("node_uid") or "")]

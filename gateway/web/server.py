@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from gateway.web.context import WebServices
 from gateway.web.routes import build_app
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 
 class WebServer:
     """Runs the aiohttp app on the configured host/port inside the gateway's loop."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
+    def __init__(self, services: WebServices) -> None:
+        self._services = services
         self._runner: web.AppRunner | None = None
+
+    @property
+    def services(self) -> WebServices:
+        """What the web side was given."""
+        return self._services
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port."""
-        app = build_app(self._gateway)
+        app = build_app(self._services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        cfg = self._gateway.settings.web
+        cfg = self._services.settings.web
         site = web.TCPSite(self._runner, cfg.host, cfg.port)
         await site.start()
         server = site._server

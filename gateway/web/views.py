@@ -22,10 +22,9 @@ from gateway.store.events import EventJson
 from gateway.web.events_text import event_sentence
 from gateway.web.plan_view import CHANGE_PHASES, reading_state, targets_now, zone_plan
 from gateway.web.series import LABELS, UNITS
-from gateway.web.services import safety_of, sync_of, water_of
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.web.context import WebServices
 
 METRIC_ORDER = {m: i for i, m in enumerate(Metric)}
 WATER_HISTORY_TYPES = (
@@ -37,7 +36,7 @@ WATER_HISTORY_TYPES = (
 )
 
 
-async def overview(g: Gateway) -> dict[str, Any]:
+async def overview(g: WebServices) -> dict[str, Any]:
     """Everything on the overview page."""
     now = g.clock.time()
     active = await alerts_with_zone(g, await g.alerts.active())
@@ -50,7 +49,7 @@ async def overview(g: Gateway) -> dict[str, Any]:
     }
 
 
-async def gateway_view(g: Gateway) -> dict[str, Any]:
+async def gateway_view(g: WebServices) -> dict[str, Any]:
     """Identity, uptime, storage, broker clients and node counts."""
     disk = await asyncio.to_thread(shutil.disk_usage, g.settings.gateway.data_dir)
     nodes = g.registry.nodes()
@@ -75,7 +74,7 @@ async def gateway_view(g: Gateway) -> dict[str, Any]:
 
 
 async def zone_summaries(
-    g: Gateway, now: float, active: list[dict[str, Any]], only: str | None = None
+    g: WebServices, now: float, active: list[dict[str, Any]], only: str | None = None
 ) -> list[dict[str, Any]]:
     """Each zone with its water state, pumps, latest readings (with age) and alert counts."""
     zones = await nodes_store.zones(g.db)
@@ -113,7 +112,7 @@ async def zone_summaries(
     return out
 
 
-async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
+async def zone_detail(g: WebServices, zone_uid: str) -> dict[str, Any] | None:
     """One zone: its summary plus alerts, water-change history, events and recent commands."""
     zone_id = g.registry.zone_id(zone_uid)
     if zone_id is None:
@@ -135,7 +134,7 @@ async def zone_detail(g: Gateway, zone_uid: str) -> dict[str, Any] | None:
     }
 
 
-async def nodes_view(g: Gateway) -> dict[str, Any]:
+async def nodes_view(g: WebServices) -> dict[str, Any]:
     """Every known node with lifecycle, online state, firmware, last seen and signal."""
     now = g.clock.time()
     rows = await nodes_store.nodes(g.db, by_zone=True)
@@ -169,7 +168,7 @@ async def nodes_view(g: Gateway) -> dict[str, Any]:
     return {"now": now, "nodes": nodes}
 
 
-async def alerts_view(g: Gateway, limit: int = 100) -> dict[str, Any]:
+async def alerts_view(g: WebServices, limit: int = 100) -> dict[str, Any]:
     """Active alerts, recent alerts of any status, and the zones with a safety lock to reset."""
     now = g.clock.time()
     active = await alerts_with_zone(g, await g.alerts.active())
@@ -182,9 +181,9 @@ async def alerts_view(g: Gateway, limit: int = 100) -> dict[str, Any]:
     return {"now": now, "active": active, "recent": recent, "locked_zones": locks}
 
 
-def sync_view(g: Gateway) -> dict[str, Any]:
+def sync_view(g: WebServices) -> dict[str, Any]:
     """Per-stream backlog and lag of the upstream sync, reachability and the storage level."""
-    status = sync_of(g).status()
+    status = g.sync.status()
     retention = status.get("retention") or {}
     uplink = status.get("uplink") if status.get("enabled") else None
     if not uplink:
@@ -213,7 +212,7 @@ def sync_view(g: Gateway) -> dict[str, Any]:
     }
 
 
-async def alerts_with_zone(g: Gateway, alerts: Sequence[AlertJson]) -> list[dict[str, Any]]:
+async def alerts_with_zone(g: WebServices, alerts: Sequence[AlertJson]) -> list[dict[str, Any]]:
     """Alerts with their zone uid (the API speaks uids, not database ids)."""
     by_id = {zid: uid for uid, zid in g.registry.zone_uids().items()}
     out = []
@@ -226,7 +225,7 @@ async def alerts_with_zone(g: Gateway, alerts: Sequence[AlertJson]) -> list[dict
     return out
 
 
-async def recent_commands(g: Gateway, zone_id: int | None, limit: int = 50) -> list[CommandJson]:
+async def recent_commands(g: WebServices, zone_id: int | None, limit: int = 50) -> list[CommandJson]:
     """Newest commands with their zone and node uids (the shape of GET /api/commands/{cmd_id})."""
     return await commands_store.recent(g.db, zone_id, limit)
 
@@ -235,18 +234,18 @@ def _critical(alert: dict[str, Any]) -> bool:
     return alert.get("severity") == "critical"
 
 
-def _safety_zones(g: Gateway) -> dict[str, Any]:
-    zones: dict[str, Any] = safety_of(g).snapshot().get("zones") or {}
+def _safety_zones(g: WebServices) -> dict[str, Any]:
+    zones: dict[str, Any] = g.safety.snapshot().get("zones") or {}
     return zones
 
 
-def _safety_loop(g: Gateway) -> dict[str, Any]:
-    snap = safety_of(g).snapshot()
+def _safety_loop(g: WebServices) -> dict[str, Any]:
+    snap = g.safety.snapshot()
     return {"ticks": int(snap.get("ticks") or 0), "watchdog_tripped": bool(snap.get("watchdog_tripped"))}
 
 
-def _water_states(g: Gateway) -> dict[str, dict[str, Any]]:
-    return {uid: _water_view(d) for uid, d in water_of(g).snapshot().items()}
+def _water_states(g: WebServices) -> dict[str, dict[str, Any]]:
+    return {uid: _water_view(d) for uid, d in g.water.snapshot().items()}
 
 
 def _water_view(d: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +264,7 @@ def _water_view(d: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _readings_by_zone(g: Gateway, now: float) -> dict[int, list[dict[str, Any]]]:
+async def _readings_by_zone(g: WebServices, now: float) -> dict[int, list[dict[str, Any]]]:
     rows = await samples_store.latest(g.db)
     stale_after = g.settings.safety.stale_after_s
     by_zone: dict[int, list[dict[str, Any]]] = {}

@@ -22,11 +22,11 @@ async def test_simulated_greenhouse_syncs_exactly_once_and_takes_upstream_comman
     cfg["upstream"] = {"url": rx.url, "token": TOKEN, "interval_s": 0.2, "config_poll_s": 0.5}
     settings = settings_from_mapping(cfg, "<e2e>")
     gw = await build_gateway(settings, simulate=True)
-    gw.simulation.telemetry_s = 0.2
+    gw.services.simulation.telemetry_s = 0.2
     task = asyncio.create_task(gw.run())
     try:
         await asyncio.wait_for(gw.ready.wait(), 20)
-        await eventually(lambda: gw.writer.committed > 200, timeout=30)
+        await eventually(lambda: gw.services.writer.committed > 200, timeout=30)
         # a command from the platform team, for the irrigation pump on a node: through the interlock
         await rx.admin("POST", f"/admin/gateways/{gateway_id}/commands", {
             "cmd_id": "up-1", "zone_uid": "zone-a", "node_uid": "nd-a-water", "channel": "pump_irrigation",
@@ -36,11 +36,11 @@ async def test_simulated_greenhouse_syncs_exactly_once_and_takes_upstream_comman
         sim_task = next(t for t in asyncio.all_tasks() if t.get_name() == "greenhouse_sim")
         sim_task.cancel()
         await asyncio.sleep(1.0)
-        await gw.writer.flush()
-        local = [r[0] for r in await gw.db.fetchall("SELECT id FROM telemetry_samples ORDER BY id")]
+        await gw.services.writer.flush()
+        local = [r[0] for r in await gw.services.db.fetchall("SELECT id FROM telemetry_samples ORDER BY id")]
         await eventually(lambda: _seqs_equal(rx, "telemetry", local), timeout=60)
         for stream in ("alerts", "zone_events", "command_status", "node_registrations"):
-            local_ids = [r[0] for r in await gw.db.fetchall(
+            local_ids = [r[0] for r in await gw.services.db.fetchall(
                 "SELECT id FROM sync_outbox WHERE stream=? ORDER BY id", (stream,))]
             await eventually(lambda s=stream, ids=local_ids: _seqs_equal(rx, s, ids), timeout=30)
         statuses = [json.loads(i["data"]) if isinstance(i["data"], str) else i["data"]
@@ -58,7 +58,7 @@ async def test_simulated_greenhouse_syncs_exactly_once_and_takes_upstream_comman
 
 
 async def _status(gw, cmd_id, status):
-    record = await gw.commands.get(cmd_id)
+    record = await gw.services.commands.get(cmd_id)
     return record is not None and record["status"] == status
 
 

@@ -21,10 +21,10 @@ GREEN = "rgb(4, 120, 87)"
 
 async def _ready(gw) -> None:
     async def readings() -> bool:
-        rows = await gw.db.fetchall("SELECT zone_id, COUNT(*) FROM telemetry_last GROUP BY zone_id")
+        rows = await gw.services.db.fetchall("SELECT zone_id, COUNT(*) FROM telemetry_last GROUP BY zone_id")
         return len(rows) == 2 and all(r[1] >= 9 for r in rows)
 
-    await eventually(lambda: sum(n.online for n in gw.registry.nodes()) == 8, timeout=15)
+    await eventually(lambda: sum(n.online for n in gw.services.registry.nodes()) == 8, timeout=15)
     await eventually(readings, timeout=15)
 
 
@@ -86,7 +86,7 @@ async def test_fresh_demo_shows_history_targets_and_plan(demo_settings, browser)
         # In range is green; a refill-like pH 7.0 / EC 0.6 turns red with "too high" / "too low".
         ph_row = page.locator("article[data-zone=zone-a] tr[data-metric=ph]")
         await expect(ph_row).to_have_attribute("data-state", re.compile(r"^(ok|low|high)$"))
-        tank = gw.simulation.zones["zone-a"].tank
+        tank = gw.services.simulation.zones["zone-a"].tank
         tank.ph, tank.ec = 7.0, 0.6
         await _refresh_now(page)
         await expect(ph_row).to_have_attribute("data-state", "high", timeout=15_000)
@@ -142,7 +142,7 @@ async def test_water_actions_are_state_aware_confirmed_and_need_a_live_login(dem
                                  allow_redirects=False) as resp:
                 assert resp.status == 303
                 assert resp.headers["Location"] == "/zones/zone-a?login=expired"
-        assert gw.water.snapshot()["zone-a"]["phase"] == "NORMAL_RECIRC"
+        assert gw.services.water.snapshot()["zone-a"]["phase"] == "NORMAL_RECIRC"
 
         await _login(page, base, "/zones/zone-a")
         start = page.get_by_role("button", name="Start water change")
@@ -162,13 +162,13 @@ async def test_water_actions_are_state_aware_confirmed_and_need_a_live_login(dem
         await start.click()
         await expect(start).to_be_enabled()
         assert seen and "drain pump empties the tank" in seen[0] and "fill pump refills it" in seen[0]
-        assert gw.water.snapshot()["zone-a"]["phase"] == "NORMAL_RECIRC"
+        assert gw.services.water.snapshot()["zone-a"]["phase"] == "NORMAL_RECIRC"
         await screenshot(page, "zone-admin-desktop")
 
         page.once("dialog", lambda d: d.accept())
         await start.click()
         await expect(page.locator(".flash")).to_have_text("Water change started")
-        await eventually(lambda: gw.water.snapshot()["zone-a"]["phase"] == "WATER_CHANGE_DRAIN", timeout=15)
+        await eventually(lambda: gw.services.water.snapshot()["zone-a"]["phase"] == "WATER_CHANGE_DRAIN", timeout=15)
         await _refresh_now(page)
         water = page.locator("article[data-zone=zone-a] .water")
         await expect(water).to_contain_text("WATER_CHANGE_DRAIN")
@@ -184,13 +184,13 @@ async def test_water_actions_are_state_aware_confirmed_and_need_a_live_login(dem
         await expect(page).to_have_url(base + "/zones/zone-a?login=expired")
         await expect(page.locator(".flash.bad")).to_contain_text("the action was NOT performed")
         await screenshot(page, "zone-login-expired-desktop")
-        assert gw.water.snapshot()["zone-a"]["phase"] in ("WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL")
+        assert gw.services.water.snapshot()["zone-a"]["phase"] in ("WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL")
 
         await _login(page, base, "/zones/zone-a")
         page.once("dialog", lambda d: d.accept())
         await page.get_by_role("button", name="Abort water change").click()
         await expect(page.locator(".flash")).to_have_text("Water change aborted")
-        events = await gw.alerts.events(gw.registry.zone_id("zone-a"))
+        events = await gw.services.alerts.events(gw.services.registry.zone_id("zone-a"))
         assert any(e["type"] == "WATER_CHANGE_STARTED" and e["details"].get("by") == "admin (web)" for e in events)
         assert errors == [] or all("status of 401" in e for e in errors)
 
@@ -216,7 +216,7 @@ async def test_manual_control_goes_through_the_interlock(demo_settings, browser)
         await recirc.get_by_role("button", name="Run").click()
         await expect(page.locator(".flash")).to_contain_text("Manual run of a-recirc for 45 s sent")
         assert "for 45 s" in messages[0] and "switches off by itself" in messages[0]
-        row = await gw.db.fetchone("SELECT cmd, params, source, status FROM commands ORDER BY id DESC LIMIT 1")
+        row = await gw.services.db.fetchone("SELECT cmd, params, source, status FROM commands ORDER BY id DESC LIMIT 1")
         assert row["cmd"] == "run_pump" and '"duration_s": 45' in row["params"] and row["source"] == "web"
 
         # One dose of pH down to the doser node.
@@ -228,8 +228,8 @@ async def test_manual_control_goes_through_the_interlock(demo_settings, browser)
         assert "Dose 1.5 mL of pH down" in messages[-1]
 
         # The drain relay sticks: the safety loop locks the pump. A manual start is refused, with the reason.
-        gw.simulation.inject("zone-a", "stuck_relay", "drain")
-        await eventually(lambda: any(p["locked"] for p in gw.safety.snapshot()["zones"]["zone-a"]["pumps"]
+        gw.services.simulation.inject("zone-a", "stuck_relay", "drain")
+        await eventually(lambda: any(p["locked"] for p in gw.services.safety.snapshot()["zones"]["zone-a"]["pumps"]
                                      if p["channel"] == "a-drain"), timeout=15)
         await page.reload()
         drain = page.locator("tr[data-manual=a-drain]")
@@ -242,11 +242,11 @@ async def test_manual_control_goes_through_the_interlock(demo_settings, browser)
         await expect(flash).to_contain_text("Refused by the safety interlock: manual run of a-drain for 60 s not done")
         await expect(flash).to_contain_text("locked by the safety loop (biz_pump_stuck_on)")
         await screenshot(page, "zone-manual-refused-desktop")
-        row = await gw.db.fetchone("SELECT cmd, status, error_code FROM commands ORDER BY id DESC LIMIT 1")
+        row = await gw.services.db.fetchone("SELECT cmd, status, error_code FROM commands ORDER BY id DESC LIMIT 1")
         assert (row["cmd"], row["status"], row["error_code"]) == ("run_pump", "FAILED", "interlock")
 
         # Stop is never refused (the safe direction) and needs no confirmation.
         await page.locator("tr[data-manual=a-recirc]").get_by_role("button", name="Stop").click()
         await expect(page.locator(".flash")).to_contain_text("Manual stop of a-recirc sent")
-        gw.simulation.clear("zone-a", "stuck_relay", "drain")
+        gw.services.simulation.clear("zone-a", "stuck_relay", "drain")
         assert errors == []

@@ -23,10 +23,10 @@ async def _ready(gw) -> None:
     """Every simulated node is online and both zones have their readings."""
 
     async def readings() -> bool:
-        rows = await gw.db.fetchall("SELECT zone_id, COUNT(*) FROM telemetry_last GROUP BY zone_id")
+        rows = await gw.services.db.fetchall("SELECT zone_id, COUNT(*) FROM telemetry_last GROUP BY zone_id")
         return len(rows) == 2 and all(r[1] >= 9 for r in rows)
 
-    await eventually(lambda: sum(n.online for n in gw.registry.nodes()) == 8, timeout=15)
+    await eventually(lambda: sum(n.online for n in gw.services.registry.nodes()) == 8, timeout=15)
     await eventually(readings, timeout=15)
 
 
@@ -111,7 +111,7 @@ async def _ingest_history(gw) -> None:
 
 
 async def _history_written(gw) -> bool:
-    row = await gw.db.fetchone("SELECT COUNT(*) FROM telemetry_samples WHERE ts < ?", (time.time() - 3600,))
+    row = await gw.services.db.fetchone("SELECT COUNT(*) FROM telemetry_samples WHERE ts < ?", (time.time() - 3600,))
     return row is not None and row[0] >= 2 * 276
 
 
@@ -160,7 +160,7 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
         await expect(page.locator("[data-live=locks]")).to_have_text("No zone is locked.")
 
         # The drain pump's relay sticks: the pump runs although commanded off; the safety loop locks it.
-        gw.simulation.inject("zone-a", "stuck_relay", "drain")
+        gw.services.simulation.inject("zone-a", "stuck_relay", "drain")
         lock = page.locator("[data-live=locks] li[data-zone=zone-a]")
         await expect(lock).to_contain_text("biz_pump_stuck_on", timeout=15_000)  # arrives by the page's own refresh
         active = page.locator("[data-live=alerts][data-path=active] tr[data-code=biz_pump_stuck_on]")
@@ -183,7 +183,7 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
         await page.get_by_role("button", name="Log in").click()
         await expect(page.locator("p.error")).to_have_text("Wrong user name or password.")
         await screenshot(page, "login-wrong-desktop")
-        assert [a["code"] for a in await gw.alerts.active()] == ["biz_pump_stuck_on"]
+        assert [a["code"] for a in await gw.services.alerts.active()] == ["biz_pump_stuck_on"]
 
         await page.get_by_label("Password (admin token)").fill(DEMO_ADMIN_TOKEN)
         await page.get_by_role("button", name="Log in").click()
@@ -191,7 +191,7 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
         await expect(page.locator(".flash")).to_have_text("Logged in as admin.")
 
         # The operator fixes the pump, then resets the lock.
-        gw.simulation.clear("zone-a", "stuck_relay", "drain")
+        gw.services.simulation.clear("zone-a", "stuck_relay", "drain")
         await page.locator("[data-live=locks] li[data-zone=zone-a]").get_by_role("button").click()
         await expect(page.locator(".flash")).to_have_text("Safety lock reset: biz_pump_stuck_on")
         await expect(page.locator("[data-live=locks]")).to_have_text("No zone is locked.")
@@ -199,7 +199,7 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
         resolved = page.locator("[data-live=alerts][data-path=recent] tr[data-code=biz_pump_stuck_on]")
         await expect(resolved).to_contain_text("RESOLVED by admin (web)")
         await screenshot(page, "alerts-reset-desktop")
-        events = await gw.alerts.events(gw.registry.zone_id("zone-a"))
+        events = await gw.services.alerts.events(gw.services.registry.zone_id("zone-a"))
         assert any(e["type"] == "SAFETY_LOCK_RESET" and e["details"]["by"] == "admin (web)" for e in events)
 
         # Unlocked: the overview shows the zone and its drain pump without a lock.
@@ -208,7 +208,7 @@ async def test_fault_shows_its_alert_and_reset_needs_login(demo_settings, browse
         await expect(zone_a).not_to_have_class(re.compile(r"\blocked\b"))
         await expect(zone_a.locator("tr[data-channel=a-drain]")).to_contain_text("OFF / OFF")
         await expect(zone_a.locator("tr[data-channel=a-drain] .badge")).to_have_count(0)
-        assert not any(p["locked"] for p in gw.safety.snapshot()["zones"]["zone-a"]["pumps"])
+        assert not any(p["locked"] for p in gw.services.safety.snapshot()["zones"]["zone-a"]["pumps"])
         # The browser reports the 401 of the wrong-password answer; anything else is a fault of the page.
         errors = [e for e in errors if "status of 401" not in e]
         assert errors == []

@@ -16,15 +16,15 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def _node(gw) -> PahoNode:
-    node = PahoNode("nd-water-1", gw.broker.port)
+    node = PahoNode("nd-water-1", gw.services.broker.port)
     await asyncio.to_thread(node.connect)
     await asyncio.to_thread(node.subscribe, "hydro/gh1/zone-a/nd-water-1/+/command")
     await asyncio.to_thread(node.publish, "hydro/node_hello", WATER_HELLO)
-    await eventually(lambda: gw.registry.get("nd-water-1"))
+    await eventually(lambda: gw.services.registry.get("nd-water-1"))
     # Pump starts pass the interlock, which needs a fresh water level in the zone.
     await asyncio.to_thread(node.publish, "hydro/gh1/zone-a/nd-water-1/telemetry",
                             {"metric_type": "water_level", "value": 62.0})
-    await eventually(lambda: gw.latest.get(gw.registry.zone_id("zone-a"), Metric.WATER_LEVEL))
+    await eventually(lambda: gw.services.latest.get(gw.services.registry.zone_id("zone-a"), Metric.WATER_LEVEL))
     return node
 
 
@@ -63,7 +63,7 @@ async def test_api_command_reaches_node_and_follows_its_responses(make_settings)
         await eventually(lambda: _status_is(gw, cmd["cmd_id"], "DONE"))
         # A late duplicate ACK does not move it backwards.
         await asyncio.to_thread(node.publish, resp_topic, {**base, "status": "ACK"})
-        await gw.router.drain()
+        await gw.services.router.drain()
         record = await _get(gw, cmd["cmd_id"])
         assert record["status"] == "DONE" and record["ack_at"] and record["finished_at"]
         node.close()
@@ -72,7 +72,8 @@ async def test_api_command_reaches_node_and_follows_its_responses(make_settings)
 async def test_error_response_fails_command_alerts_and_locks_that_node_pump(make_settings):
     async with run_gateway(make_settings()) as gw:
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_recirc", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_recirc", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         resp = {
             "cmd": "run_pump",
             "cmd_id": rec["cmd_id"],
@@ -81,10 +82,10 @@ async def test_error_response_fails_command_alerts_and_locks_that_node_pump(make
             "details": {"channel": "pump_recirc", "current_ma": 2300, "threshold_ma": 1500},
         }
         await asyncio.to_thread(node.publish, "hydro/gh1/zone-a/nd-water-1/pump_recirc/command_response", resp)
-        await eventually(lambda: "node:nd-water-1/pump_recirc" in gw.gate.locked_pumps())
-        record = await gw.commands.get(rec["cmd_id"])
+        await eventually(lambda: "node:nd-water-1/pump_recirc" in gw.services.gate.locked_pumps())
+        record = await gw.services.commands.get(rec["cmd_id"])
         assert record["status"] == "FAILED" and record["error_code"] == "overcurrent"
-        alerts = [a for a in await gw.alerts.active() if a["code"] == "biz_overcurrent"]
+        alerts = [a for a in await gw.services.alerts.active() if a["code"] == "biz_overcurrent"]
         assert alerts[0]["scope"] == "pump_recirc" and alerts[0]["details"]["current_ma"] == 2300
         node.close()
 
@@ -92,15 +93,16 @@ async def test_error_response_fails_command_alerts_and_locks_that_node_pump(make
 async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settings):
     async with run_gateway(make_settings()) as gw:
         node = await _node(gw)
-        other = PahoNode("nd-ph-1", gw.broker.port)
+        other = PahoNode("nd-ph-1", gw.services.broker.port)
         await asyncio.to_thread(other.connect)
         await asyncio.to_thread(
             other.publish,
             "hydro/node_hello",
             {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1"},
         )
-        await eventually(lambda: gw.registry.get("nd-ph-1"))
-        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        await eventually(lambda: gw.services.registry.get("nd-ph-1"))
+        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         await asyncio.to_thread(
             other.publish,
             "hydro/gh1/zone-a/nd-ph-1/pump_drain/command_response",
@@ -111,9 +113,9 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
             "hydro/gh1/zone-a/nd-water-1/pump_drain/command_response",
             {"cmd": "run_pump", "cmd_id": "nope", "status": "DONE"},
         )
-        await gw.router.drain()
-        assert (await gw.commands.get(rec["cmd_id"]))["status"] == "SENT"
-        rejected = gw.metrics.messages_rejected
+        await gw.services.router.drain()
+        assert (await gw.services.commands.get(rec["cmd_id"]))["status"] == "SENT"
+        rejected = gw.services.metrics.messages_rejected
         assert rejected.labels(reason="response_wrong_node")._value.get() == 1
         assert rejected.labels(reason="unknown_cmd_id")._value.get() == 1
         node.close()
@@ -123,7 +125,8 @@ async def test_unknown_and_foreign_responses_are_counted_and_ignored(make_settin
 async def test_sweeper_times_out_unanswered_commands(make_settings):
     async with run_gateway(make_settings(commands={"timeout_s": 0.3, "sweep_interval_s": 0.05})) as gw:
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_drain", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         await eventually(lambda: _status_is(gw, rec["cmd_id"], "TIMEOUT"), timeout=5)
         node.close()
 
@@ -145,18 +148,19 @@ async def test_in_flight_commands_are_resent_after_restart(make_settings):
     settings = make_settings()
     async with run_gateway(settings) as gw:
         node = await _node(gw)
-        rec = await gw.commands.submit("zone-a", "pump_drain", "stop_pump", {}, node_uid="nd-water-1")
-        run = await gw.commands.submit("zone-a", "pump_fill", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+        rec = await gw.services.commands.submit("zone-a", "pump_drain", "stop_pump", {}, node_uid="nd-water-1")
+        run = await gw.services.commands.submit("zone-a", "pump_fill", "run_pump", {"duration_s": 5},
+                                                node_uid="nd-water-1")
         node.close()
     async with run_gateway(settings) as gw:
         # An actuating command passes the interlock again as things are now: no fresh level after the restart.
-        refused = await gw.commands.get(run["cmd_id"])
+        refused = await gw.services.commands.get(run["cmd_id"])
         assert refused["status"] == "FAILED" and refused["details"] == {"reason": "level_unavailable"}
-        node = PahoNode("nd-water-1-b", gw.broker.port)
+        node = PahoNode("nd-water-1-b", gw.services.broker.port)
         await asyncio.to_thread(node.connect)
         await asyncio.to_thread(node.subscribe, "hydro/gh1/zone-a/nd-water-1/+/command")
         # resend happened at start; a fresh subscriber only sees a new publish, so trigger once more:
-        assert await gw.commands.resend_in_flight() == 1
+        assert await gw.services.commands.resend_in_flight() == 1
         topic, payload, _, _ = await asyncio.to_thread(node.get)
         while not topic.endswith("/command"):
             topic, payload, _, _ = await asyncio.to_thread(node.get)
@@ -165,14 +169,14 @@ async def test_in_flight_commands_are_resent_after_restart(make_settings):
 
 
 async def _status_is(gw, cmd_id, status):
-    record = await gw.commands.get(cmd_id)
+    record = await gw.services.commands.get(cmd_id)
     return record is not None and record["status"] == status
 
 
 async def test_a_config_without_an_external_watchdog_says_so_with_an_alert(make_settings):
     hardware = {"backend": "sim", "watchdog": {"external_watchdog": False}}
     async with run_gateway(make_settings(hardware=hardware)) as gw:
-        codes = [a["code"] for a in await gw.alerts.active()]
+        codes = [a["code"] for a in await gw.services.alerts.active()]
         assert "infra_no_external_watchdog" in codes
     async with run_gateway(make_settings()) as gw:
-        assert "infra_no_external_watchdog" not in [a["code"] for a in await gw.alerts.active()]
+        assert "infra_no_external_watchdog" not in [a["code"] for a in await gw.services.alerts.active()]

@@ -22,10 +22,10 @@ TOPIC = "hydro/gh1/zone-a/nd-ph-1/telemetry"
 
 
 async def _hello(gw: Any) -> PahoNode:
-    node = PahoNode("nd-ph-1", gw.broker.port)
+    node = PahoNode("nd-ph-1", gw.services.broker.port)
     await asyncio.to_thread(node.connect)
     await asyncio.to_thread(node.publish, "hydro/node_hello", HELLO)
-    await eventually(lambda: gw.registry.get("nd-ph-1"))
+    await eventually(lambda: gw.services.registry.get("nd-ph-1"))
     return node
 
 
@@ -91,28 +91,28 @@ async def test_puback_waits_for_the_commit_and_an_invalid_message_is_acknowledge
     async with run_gateway(make_settings()) as gw:
         node = await _hello(gw)
         # Every insert fails, as on a full disk: nothing can be made durable.
-        await gw.db.execute("CREATE TEMP TRIGGER full_disk BEFORE INSERT ON telemetry_samples "
+        await gw.services.db.execute("CREATE TEMP TRIGGER full_disk BEFORE INSERT ON telemetry_samples "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
         info = node.client.publish(TOPIC, json.dumps({"metric_type": "ph", "value": 6.2}).encode(), qos=1)
-        await eventually(lambda: gw.writer.last_commit_error is not None)
+        await eventually(lambda: gw.services.writer.last_commit_error is not None)
         # A message the gateway drops as invalid does not wait for the disk: PUBACKed, counted. (Another
         # node: on one connection PUBACKs go out in the order the messages came [MQTT-4.6.0-2].)
-        other = PahoNode("nd-ph-2", gw.broker.port)
+        other = PahoNode("nd-ph-2", gw.services.broker.port)
         await asyncio.to_thread(other.connect)
         bad = other.client.publish("hydro/gh1/zone-b/nd-ph-2/telemetry", b'{"metric_type": "ph", "value": "six"}',
                                    qos=1)
         await asyncio.to_thread(bad.wait_for_publish, 10)
         assert bad.is_published()
         other.close()
-        assert gw.metrics.registry.get_sample_value("hydro_messages_rejected_total", {"reason": "schema"}) == 1
+        assert gw.services.metrics.registry.get_sample_value("hydro_messages_rejected_total", {"reason": "schema"}) == 1
         # The valid one is still unacknowledged: its commit failed (and paho still has it in flight).
         assert not info.is_published()
-        assert gw.writer.last_commit_error is not None
-        await gw.db.execute("DROP TRIGGER full_disk")
+        assert gw.services.writer.last_commit_error is not None
+        await gw.services.db.execute("DROP TRIGGER full_disk")
         await asyncio.to_thread(info.wait_for_publish, 20)
         assert info.is_published()
         # Acknowledged means committed: the row is there the moment the node has its PUBACK.
-        assert await _values(gw.db) == [6.2]
+        assert await _values(gw.services.db) == [6.2]
         node.close()
 
 
@@ -123,20 +123,20 @@ async def test_a_resent_message_is_stored_once_with_or_without_dup_and_across_a_
               "boot": "b-17", "seq": 1}
     async with run_gateway(settings) as gw:
         (await _hello(gw)).close()
-        raw = RawNode(gw.broker.port)
+        raw = RawNode(gw.services.broker.port)
         await raw.connect("nd-ph-1")
         await raw.publish_qos1(TOPIC, first, pid=1, dup=False)
         await raw.publish_qos1(TOPIC, first, pid=1, dup=True)  # PUBACK lost: the client library re-sends
         await raw.publish_qos1(TOPIC, first, pid=7, dup=False)  # the firmware re-publishes from its buffer
         await raw.publish_qos1(TOPIC, second, pid=2, dup=False)
         raw.close()
-        assert await _values(gw.db) == [6.0, 6.1, 1.4]
-        dups = gw.metrics.registry.get_sample_value
+        assert await _values(gw.services.db) == [6.0, 6.1, 1.4]
+        dups = gw.services.metrics.registry.get_sample_value
         assert dups("hydro_ingest_duplicates_total", {"reason": "dup_flag"}) == 1
         assert dups("hydro_ingest_duplicates_total", {"reason": "resent"}) == 1
     # A new gateway process (same database) still knows what it committed.
     async with run_gateway(settings) as gw:
-        raw = RawNode(gw.broker.port)
+        raw = RawNode(gw.services.broker.port)
         await raw.connect("nd-ph-1")
         await raw.publish_qos1(TOPIC, second, pid=2, dup=True)
         await raw.publish_qos1(TOPIC, first, pid=3, dup=False)
@@ -147,10 +147,11 @@ async def test_a_resent_message_is_stored_once_with_or_without_dup_and_across_a_
         await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.5}, pid=6, dup=False)
         await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.5}, pid=6, dup=True)
         raw.close()
-        assert await _values(gw.db) == [6.0, 6.1, 1.4, 6.3, 6.4, 6.5, 6.5]
-        assert gw.metrics.registry.get_sample_value("hydro_ingest_duplicates_total", {"reason": "dup_flag"}) == 1
-        assert gw.metrics.registry.get_sample_value("hydro_ingest_duplicates_total", {"reason": "resent"}) == 1
-        state = await gw.db.fetchone("SELECT boot, high, duplicates FROM node_sequences")
+        assert await _values(gw.services.db) == [6.0, 6.1, 1.4, 6.3, 6.4, 6.5, 6.5]
+        metrics = gw.services.metrics.registry
+        assert metrics.get_sample_value("hydro_ingest_duplicates_total", {"reason": "dup_flag"}) == 1
+        assert gw.services.metrics.registry.get_sample_value("hydro_ingest_duplicates_total", {"reason": "resent"}) == 1
+        state = await gw.services.db.fetchone("SELECT boot, high, duplicates FROM node_sequences")
         assert tuple(state) == ("b-18", 0, 4)
 
 
@@ -163,7 +164,7 @@ async def test_sequence_gaps_are_counted_per_node_without_blocking_anything(make
         # A heartbeat is numbered in the same sequence; 7 skips 6.
         await asyncio.to_thread(node.publish, "hydro/gh1/zone-a/nd-ph-1/heartbeat",
                                 {"uptime_s": 5, "rssi": -60, "free_heap": 1000, "boot": "7", "seq": 7})
-        assert len(await _values(gw.db)) == 3
+        assert len(await _values(gw.services.db)) == 3
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{gw.web_port}/api/nodes") as resp:
                 nodes = {n["uid"]: n for n in (await resp.json())["nodes"]}
@@ -176,9 +177,10 @@ async def test_sequence_gaps_are_counted_per_node_without_blocking_anything(make
         assert "4 missing" in page
         assert 'hydro_node_sequence_gaps{node="nd-ph-1"} 4.0' in metrics
         # The heartbeat was applied (not blocked by the gaps) and its number committed with the state.
-        assert (await gw.db.fetchone("SELECT rssi FROM nodes WHERE uid='nd-ph-1'"))[0] == -60
+        assert (await gw.services.db.fetchone("SELECT rssi FROM nodes WHERE uid='nd-ph-1'"))[0] == -60
         # Committed up to 7; 2-4 and 6 still missing (a late re-send would fill them), none given up on.
-        assert tuple(await gw.db.fetchone("SELECT high, holes, gaps FROM node_sequences")) == (7, "[[2,4],[6,6]]", 0)
+        row = await gw.services.db.fetchone("SELECT high, holes, gaps FROM node_sequences")
+        assert tuple(row) == (7, "[[2,4],[6,6]]", 0)
         node.close()
 
 
@@ -193,8 +195,8 @@ async def test_http_ingest_answers_after_commit_and_stores_an_identified_sample_
         async with aiohttp.ClientSession() as http:
             async with http.post(url, json=body, headers=headers) as resp:
                 assert resp.status == 200 and await resp.json() == {"status": "ok", "count": 2}
-            assert await _values(gw.db) == [5.8, 5.9]  # committed before the answer
+            assert await _values(gw.services.db) == [5.8, 5.9]  # committed before the answer
             async with http.post(url, json=body, headers=headers) as resp:  # the client retries (lost answer)
                 assert resp.status == 200
                 assert await resp.json() == {"status": "ok", "count": 0, "duplicates": 2}
-        assert await _values(gw.db) == [5.8, 5.9]
+        assert await _values(gw.services.db) == [5.8, 5.9]

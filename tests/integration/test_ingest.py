@@ -17,10 +17,10 @@ HELLO = {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type":
 
 
 async def _hello(gw) -> PahoNode:
-    node = PahoNode("nd-ph-1", gw.broker.port)
+    node = PahoNode("nd-ph-1", gw.services.broker.port)
     await asyncio.to_thread(node.connect)
     await asyncio.to_thread(node.publish, "hydro/node_hello", HELLO)
-    await eventually(lambda: gw.registry.get("nd-ph-1"))
+    await eventually(lambda: gw.services.registry.get("nd-ph-1"))
     return node
 
 
@@ -35,7 +35,7 @@ async def test_node_clock_kept_unless_absurd(make_settings):
             SampleIn("nd-ph-1", "ph", 6.3, ts=(now - 5) * 1000),  # milliseconds: converted
             SampleIn("nd-ph-1", "ph", 6.4, ts="2026-01-02T03:04:05Z"),  # RFC 3339
         ]
-        result = await gw.ingest.accept(samples, source="test")
+        result = await gw.services.ingest.accept(samples, source="test")
         assert result.accepted == 5
         rows = await eventually(lambda: _rows(gw, 5))
         by_value = {r["value"]: r for r in rows}
@@ -55,8 +55,8 @@ async def test_clean_shutdown_flushes_the_pending_batch(make_settings, tmp_path)
         node = await _hello(gw)
         batch = [{"metric_type": "ec", "value": 1.0 + i / 100, "ts": time.time()} for i in range(50)]
         await asyncio.to_thread(node.publish, "hydro/gh1/zone-a/nd-ph-1/telemetry", batch)
-        await eventually(lambda: gw.writer.depth == 50)
-        assert (await gw.db.fetchone("SELECT COUNT(*) FROM telemetry_samples"))[0] == 0
+        await eventually(lambda: gw.services.writer.depth == 50)
+        assert (await gw.services.db.fetchone("SELECT COUNT(*) FROM telemetry_samples"))[0] == 0
         node.close()
     db = Database(settings.db_path)
     await db.open()
@@ -70,13 +70,13 @@ async def test_failed_commit_keeps_rows_and_retries(make_settings):
     async with run_gateway(make_settings()) as gw:
         await _hello(gw)
         # Make every insert fail, as a full disk would, then heal it.
-        await gw.db.execute("CREATE TEMP TRIGGER full_disk BEFORE INSERT ON telemetry_samples "
+        await gw.services.db.execute("CREATE TEMP TRIGGER full_disk BEFORE INSERT ON telemetry_samples "
                             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
-        await gw.ingest.accept([SampleIn("nd-ph-1", "ph", 5.5, ts=time.time())], source="test")
-        await eventually(lambda: gw.writer.last_commit_error is not None)
-        await gw.db.execute("DROP TRIGGER full_disk")
-        await eventually(lambda: gw.writer.last_commit_error is None, timeout=5)
-        rows = await gw.db.fetchall("SELECT value FROM telemetry_samples")
+        await gw.services.ingest.accept([SampleIn("nd-ph-1", "ph", 5.5, ts=time.time())], source="test")
+        await eventually(lambda: gw.services.writer.last_commit_error is not None)
+        await gw.services.db.execute("DROP TRIGGER full_disk")
+        await eventually(lambda: gw.services.writer.last_commit_error is None, timeout=5)
+        rows = await gw.services.db.fetchall("SELECT value FROM telemetry_samples")
         assert [r[0] for r in rows] == [5.5]
 
 
@@ -96,23 +96,23 @@ def test_clock_sync_probe_reads_timesyncd_flag(tmp_path, monkeypatch):
 
 
 async def _rows(gw, n):
-    rows = await gw.db.fetchall("SELECT * FROM telemetry_samples ORDER BY id")
+    rows = await gw.services.db.fetchall("SELECT * FROM telemetry_samples ORDER BY id")
     return rows if len(rows) >= n else None
 
 
 async def test_reading_age_counts_from_the_measurement_when_the_clock_is_synced(make_settings):
     async with run_gateway(make_settings()) as gw:
         node = await _hello(gw)
-        zone_id = gw.registry.get("nd-ph-1").zone_id
+        zone_id = gw.services.registry.get("nd-ph-1").zone_id
         now = time.time()
         # A level measured two hours ago, delivered now (a node emptying its buffer after an outage).
-        await gw.ingest.accept([SampleIn("nd-ph-1", "water_level", 85.0, ts=now - 7200)], source="test")
-        reading = gw.latest.get(zone_id, Metric.WATER_LEVEL)
+        await gw.services.ingest.accept([SampleIn("nd-ph-1", "water_level", 85.0, ts=now - 7200)], source="test")
+        reading = gw.services.latest.get(zone_id, Metric.WATER_LEVEL)
         assert reading is not None
-        age = gw.latest.age(zone_id, Metric.WATER_LEVEL, gw.clock.monotonic())
+        age = gw.services.latest.age(zone_id, Metric.WATER_LEVEL, gw.services.clock.monotonic())
         assert age is not None and age >= 7200 - 5  # two hours old, not fresh
         # No timestamp: the receipt is the best we know.
-        await gw.ingest.accept([SampleIn("nd-ph-1", "water_level", 80.0)], source="test")
-        age = gw.latest.age(zone_id, Metric.WATER_LEVEL, gw.clock.monotonic())
+        await gw.services.ingest.accept([SampleIn("nd-ph-1", "water_level", 80.0)], source="test")
+        age = gw.services.latest.age(zone_id, Metric.WATER_LEVEL, gw.services.clock.monotonic())
         assert age is not None and age < 60
         node.close()

@@ -47,10 +47,10 @@ async def test_serial_node_registers_reports_and_takes_commands(make_settings, t
             node.send("hydro/node_hello", {"message_type": "node_hello", "hardware_id": "esp32-aa02",
                                            "node_type": "pump", "fw_version": "3.0.0", "node_uid": "nd-water-1"})
             node.send("hydro/gh1/zone-a/nd-water-1/telemetry", {"metric_type": "water_level", "value": 55.5})
-            row = await eventually(lambda: gw.db.fetchone(
+            row = await eventually(lambda: gw.services.db.fetchone(
                 "SELECT * FROM telemetry_samples WHERE metric_type='water_level'"))
             assert row["value"] == 55.5
-            node_row = await gw.db.fetchone("SELECT firmware_version FROM nodes WHERE uid='nd-water-1'")
+            node_row = await gw.services.db.fetchone("SELECT firmware_version FROM nodes WHERE uid='nd-water-1'")
             assert node_row["firmware_version"] == "3.0.0"
             seen: list[dict] = []
 
@@ -60,8 +60,8 @@ async def test_serial_node_registers_reports_and_takes_commands(make_settings, t
 
             config = await eventually(lambda: got("/config"))
             assert config["payload"]["node_uid"] == "nd-water-1"
-            assert gw.latest.get(gw.registry.zone_id("zone-a"), Metric.WATER_LEVEL) is not None
-            rec = await gw.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 3},
+            assert gw.services.latest.get(gw.services.registry.zone_id("zone-a"), Metric.WATER_LEVEL) is not None
+            rec = await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 3},
                                            node_uid="nd-water-1")
             cmd = await eventually(lambda: got("/command"))
             assert cmd["topic"] == "hydro/gh1/zone-a/nd-water-1/pump_irrigation/command"
@@ -74,4 +74,4 @@ async def test_serial_node_registers_reports_and_takes_commands(make_settings, t
 
 
 async def _done(gw, cmd_id):
-    return (await gw.commands.get(cmd_id))["status"] == "DONE"
+    return (await gw.services.commands.get(cmd_id))["status"] == "DONE"

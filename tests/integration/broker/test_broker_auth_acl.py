@@ -133,11 +133,11 @@ async def test_password_file_logins_in_production_mode(make_settings, tmp_path):
     settings = make_settings(gateway={"mode": "production"},
                              broker={"allow_anonymous": False, "password_file": str(password_file)})
     async with run_gateway(settings) as gw:
-        anonymous = PahoClient("esp32-aa01", gw.broker.port)
+        anonymous = PahoClient("esp32-aa01", gw.services.broker.port)
         assert (await anonymous.connect())[0] == "Not authorized"
-        node = PahoClient("esp32-aa01", gw.broker.port, username="nd-ph-1", password=PASSWORD)
+        node = PahoClient("esp32-aa01", gw.services.broker.port, username="nd-ph-1", password=PASSWORD)
         assert (await node.connect())[0] == "Success"
         await node.publish("hydro/node_hello", json.dumps(HELLO).encode())
-        row = await eventually(lambda: gw.db.fetchone("SELECT uid FROM nodes WHERE hardware_id='esp32-aa01'"))
+        row = await eventually(lambda: gw.services.db.fetchone("SELECT uid FROM nodes WHERE hardware_id='esp32-aa01'"))
         assert row["uid"] == "nd-ph-1"
         await node.disconnect()

@@ -95,24 +95,24 @@ async def test_gateway_in_demo_mode_node_gets_only_the_gateways_commands(make_se
              {"username": "nd-ph-1", "password_hash": password_hash(), "role": "node"}]
     async with run_gateway(make_settings(broker={"users": users})) as gw:
         # A demo node: anonymous, subscribed to its command topics, with a fresh water level in its zone.
-        node = PahoClient("nd-water-1", gw.broker.port)
+        node = PahoClient("nd-water-1", gw.services.broker.port)
         await node.connect()
         assert await node.subscribe("hydro/gh1/zone-a/nd-water-1/+/command") == [1]
         await node.publish("hydro/node_hello", WATER_HELLO)
-        await eventually(lambda: gw.registry.get("nd-water-1"))
+        await eventually(lambda: gw.services.registry.get("nd-water-1"))
         await node.publish("hydro/gh1/zone-a/nd-water-1/telemetry", {"metric_type": "water_level", "value": 62.0})
-        await eventually(lambda: gw.latest.get(gw.registry.zone_id("zone-a"), Metric.WATER_LEVEL))
+        await eventually(lambda: gw.services.latest.get(gw.services.registry.zone_id("zone-a"), Metric.WATER_LEVEL))
 
-        attackers = [PahoClient("anon", gw.broker.port),
-                     PahoClient("svc", gw.broker.port, username="svc-1", password=PASSWORD),
-                     PahoClient("nd-ph-1", gw.broker.port, username="nd-ph-1", password=PASSWORD)]
+        attackers = [PahoClient("anon", gw.services.broker.port),
+                     PahoClient("svc", gw.services.broker.port, username="svc-1", password=PASSWORD),
+                     PahoClient("nd-ph-1", gw.services.broker.port, username="nd-ph-1", password=PASSWORD)]
         for attacker in attackers:
             assert (await attacker.connect())[0] == "Success"
             await attacker.publish(COMMAND, RUN_PUMP, qos=1)  # PUBACKed, never left in flight
         await node.publish(COMMAND, RUN_PUMP, qos=1)
-        assert gw.broker.stats()["acl_gateway_topic"] == 4  # counted when handled, before the PUBACK
+        assert gw.services.broker.stats()["acl_gateway_topic"] == 4  # counted when handled, before the PUBACK
         assert await node.nothing(within=0.5)
-        assert (await gw.db.fetchone("SELECT count(*) AS n FROM commands"))["n"] == 0
+        assert (await gw.services.db.fetchone("SELECT count(*) AS n FROM commands"))["n"] == 0
         # In /metrics once the housekeeping drained the counter (every 5 s).
         name = 'hydro_broker_refusals_total{reason="acl_gateway_topic"}'
         assert await eventually(lambda: _metric_is(gw, name, 4.0), timeout=30)
@@ -129,13 +129,13 @@ async def test_gateway_in_demo_mode_node_gets_only_the_gateways_commands(make_se
             created = await resp.json()
         got = await node.get()
         assert got.topic == COMMAND and json.loads(got.payload)["cmd_id"] == created["cmd_id"]
-        assert (await gw.db.fetchone("SELECT count(*) AS n FROM commands"))["n"] == 1
+        assert (await gw.services.db.fetchone("SELECT count(*) AS n FROM commands"))["n"] == 1
         for client in (*attackers, node):
             await client.disconnect()
 
 
 async def _alert_details_are(gw, code: str, details: dict) -> bool:
-    return any(a["code"] == code and a["details"] == details for a in await gw.alerts.active())
+    return any(a["code"] == code and a["details"] == details for a in await gw.services.alerts.active())
 
 
 async def _metric_is(gw, name: str, value: float) -> bool:

@@ -64,23 +64,23 @@ async def test_silent_node_is_marked_offline_by_the_gateway(make_settings):
     async with run_gateway(make_settings()) as gw:
         # The node says hello, then reboots and connects again with a will and a 1 s keepalive, and then
         # sends nothing at all: no packet of its own has to arrive in time, however busy the machine.
-        hello = PahoClient("nd-ph-1", gw.broker.port)
+        hello = PahoClient("nd-ph-1", gw.services.broker.port)
         await hello.connect()
         await hello.publish("hydro/node_hello", HELLO)
         await hello.disconnect()  # clean: no will
-        await eventually(lambda: gw.registry.get("nd-ph-1"), timeout=30)
-        assert gw.registry.get("nd-ph-1").online
-        silent = RawClient(gw.broker.port)
+        await eventually(lambda: gw.services.registry.get("nd-ph-1"), timeout=30)
+        assert gw.services.registry.get("nd-ph-1").online
+        silent = RawClient(gw.services.broker.port)
         assert await silent.connect("nd-ph-1", keepalive=1, will=(STATUS, OFFLINE)) == (0, False)
 
         # Wait for what the operator sees, not for a duration: the node shown offline, with its alert.
-        await eventually(lambda: not gw.registry.get("nd-ph-1").online, timeout=60)
-        alerts = await gw.alerts.active()
+        await eventually(lambda: not gw.services.registry.get("nd-ph-1").online, timeout=60)
+        alerts = await gw.services.alerts.active()
         assert [(a["code"], a["scope"]) for a in alerts] == [("infra_node_offline", "nd-ph-1")]
         assert alerts[0]["details"]["reason"] == "last_will"
-        row = await gw.db.fetchone("SELECT online FROM nodes WHERE uid='nd-ph-1'")
+        row = await gw.services.db.fetchone("SELECT online FROM nodes WHERE uid='nd-ph-1'")
         assert row["online"] == 0
-        assert gw.broker.stats()["keepalive_expired"] == 1
+        assert gw.services.broker.stats()["keepalive_expired"] == 1
         assert await silent.closed_by_server(timeout=30)
 
 
@@ -88,19 +88,19 @@ async def test_last_will_and_missed_heartbeats_together_record_one_offline(make_
     # Both paths to "offline" racing: recorded once (one alert, one NODE_OFFLINE event), and a heartbeat
     # racing them brings the node back with its alert resolved.
     async with run_gateway(make_settings()) as gw:
-        hello = PahoClient("nd-ph-1", gw.broker.port)
+        hello = PahoClient("nd-ph-1", gw.services.broker.port)
         await hello.connect()
         await hello.publish("hydro/node_hello", HELLO)
-        await eventually(lambda: gw.registry.get("nd-ph-1"), timeout=30)
-        registry = gw.registry
+        await eventually(lambda: gw.services.registry.get("nd-ph-1"), timeout=30)
+        registry = gw.services.registry
         node = registry.get("nd-ph-1")
         # What on_status (the will) and supervise_once (silence) each call, started in the same iteration.
         await asyncio.gather(registry._mark_offline(node, "last_will"),
                              registry._mark_offline(node, "missed_heartbeats"))
-        events = await gw.db.fetchall("SELECT type FROM zone_events WHERE type LIKE 'NODE_%'")
+        events = await gw.services.db.fetchall("SELECT type FROM zone_events WHERE type LIKE 'NODE_%'")
         assert [e["type"] for e in events] == ["NODE_OFFLINE"]
-        assert [a["count"] for a in await gw.alerts.active()] == [1]
+        assert [a["count"] for a in await gw.services.alerts.active()] == [1]
         await asyncio.gather(registry._mark_offline(node, "last_will"), registry._mark_seen(node))
         assert registry.get("nd-ph-1").online
-        assert await gw.alerts.active() == []
+        assert await gw.services.alerts.active() == []
         await hello.disconnect()

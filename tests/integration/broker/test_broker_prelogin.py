@@ -79,7 +79,7 @@ async def _metric(gw, name: str) -> float:
 
 async def test_400_half_open_connections_do_not_keep_a_node_out_of_the_gateway(make_settings):
     async with run_gateway(make_settings()) as gw:  # default bounds
-        port = gw.broker.port
+        port = gw.services.broker.port
         mute: list[RawClient] = []
         try:
             for _ in range(400):  # from 127.0.0.1, never sending CONNECT
@@ -89,10 +89,10 @@ async def test_400_half_open_connections_do_not_keep_a_node_out_of_the_gateway(m
             node = PahoClient("nd-ph-1", port)
             assert (await node.connect(timeout=30))[0] == "Success"
             await node.publish("hydro/node_hello", HELLO)  # PUBACKed
-            await eventually(lambda: gw.registry.get("nd-ph-1"), timeout=30)
+            await eventually(lambda: gw.services.registry.get("nd-ph-1"), timeout=30)
             # At most prelogin_max_per_ip (64) of them are waiting; the rest were closed and counted.
-            await eventually(lambda: gw.broker.stats().get("prelogin_ip_limit", 0) >= 400 - 64, timeout=30)
-            assert gw.broker.stats()["prelogin"] <= 64
+            await eventually(lambda: gw.services.broker.stats().get("prelogin_ip_limit", 0) >= 400 - 64, timeout=30)
+            assert gw.services.broker.stats()["prelogin"] <= 64
             name = 'hydro_broker_refusals_total{reason="prelogin_ip_limit"}'
             assert await eventually(lambda: _metric_at_least(gw, name, 400 - 64), timeout=30)
             await node.disconnect()

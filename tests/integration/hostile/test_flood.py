@@ -16,17 +16,17 @@ MESSAGES, NAMES = 300, 100
 
 
 async def _hello(gw, uid: str) -> PahoNode:
-    node = PahoNode(uid, gw.broker.port)
+    node = PahoNode(uid, gw.services.broker.port)
     await asyncio.to_thread(node.connect)
     await asyncio.to_thread(node.publish, "hydro/node_hello", {"message_type": "node_hello", **HELLOS[uid]})
-    await eventually(lambda: gw.registry.get(uid))
+    await eventually(lambda: gw.services.registry.get(uid))
     return node
 
 
 async def test_unknown_metric_flood_costs_one_alert_write_and_does_not_delay_another_node(make_settings, capsys):
     async with run_gateway(make_settings()) as gw:
         noisy, victim = await _hello(gw, "nd-ph-1"), await _hello(gw, "nd-ph-2")
-        victim_id = gw.registry.get("nd-ph-2").id
+        victim_id = gw.services.registry.get("nd-ph-2").id
         sent: dict[int, float] = {}
         stop = threading.Event()
 
@@ -51,7 +51,7 @@ async def test_unknown_metric_flood_costs_one_alert_write_and_does_not_delay_ano
 
         async def watch() -> None:  # when each victim sample becomes visible in SQLite (committed)
             while True:
-                rows = await gw.db.fetchall(
+                rows = await gw.services.db.fetchall(
                     "SELECT raw FROM telemetry_samples WHERE node_id=? ORDER BY id DESC LIMIT 50", (victim_id,))
                 now = time.time()
                 for r in rows:
@@ -65,7 +65,7 @@ async def test_unknown_metric_flood_costs_one_alert_write_and_does_not_delay_ano
             await asyncio.sleep(1.0)
             flood_started = time.time()
             await asyncio.to_thread(flood)
-            rejected = gw.metrics.ingest_samples.labels(result="rejected", reason="unknown_metric")
+            rejected = gw.services.metrics.ingest_samples.labels(result="rejected", reason="unknown_metric")
             await eventually(lambda: rejected._value.get() == MESSAGES * NAMES, timeout=60)
             flood_done = time.time()
             await asyncio.sleep(1.0)
@@ -84,10 +84,10 @@ async def test_unknown_metric_flood_costs_one_alert_write_and_does_not_delay_ano
         assert during, "no sample of the other node was sent during the flood"
         # Every sample of the quiet node arrived; the flood wrote ONE alert (one transaction), not 30,000.
         assert len(seen) >= len(sent) - 1
-        alerts = [a for a in await gw.alerts.active() if a["code"] == "unknown_metric"]
+        alerts = [a for a in await gw.services.alerts.active() if a["code"] == "unknown_metric"]
         assert [(a["scope"], a["count"]) for a in alerts] == [("nd-ph-1", 1)]
-        assert gw.metrics.alerts_raised.labels(code="unknown_metric")._value.get() == 1
-        outbox = await gw.db.fetchone("SELECT COUNT(*) FROM sync_outbox WHERE stream='alerts'")
+        assert gw.services.metrics.alerts_raised.labels(code="unknown_metric")._value.get() == 1
+        outbox = await gw.services.db.fetchone("SELECT COUNT(*) FROM sync_outbox WHERE stream='alerts'")
         assert outbox[0] == 1
         noisy.close()
         victim.close()

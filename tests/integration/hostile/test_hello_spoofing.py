@@ -26,23 +26,23 @@ def _settings(make_settings):
 
 
 async def _node(gw, uid: str) -> PahoNode:
-    node = PahoNode(f"client-{uid}", gw.broker.port, username=uid, password=PASSWORD)
+    node = PahoNode(f"client-{uid}", gw.services.broker.port, username=uid, password=PASSWORD)
     await asyncio.to_thread(node.connect)
     return node
 
 
 async def _snapshot(gw) -> tuple:
-    nodes = [tuple(r) for r in await gw.db.fetchall("SELECT * FROM nodes ORDER BY id")]
-    outbox = (await gw.db.fetchone("SELECT COUNT(*) FROM sync_outbox WHERE stream='node_registrations'"))[0]
+    nodes = [tuple(r) for r in await gw.services.db.fetchall("SELECT * FROM nodes ORDER BY id")]
+    outbox = (await gw.services.db.fetchone("SELECT COUNT(*) FROM sync_outbox WHERE stream='node_registrations'"))[0]
     return nodes, outbox
 
 
 def _rejected(gw, reason: str) -> float:
-    return gw.metrics.messages_rejected.labels(reason=reason)._value.get()
+    return gw.services.metrics.messages_rejected.labels(reason=reason)._value.get()
 
 
 async def _conflict_alerts(gw) -> list[dict]:
-    return [a for a in await gw.alerts.active() if a["code"] == "infra_node_identity_conflict"]
+    return [a for a in await gw.services.alerts.active() if a["code"] == "infra_node_identity_conflict"]
 
 
 async def test_hello_with_another_nodes_identity_is_refused_before_anything_is_written(make_settings):
@@ -51,9 +51,9 @@ async def test_hello_with_another_nodes_identity_is_refused_before_anything_is_w
         evil = await _node(gw, "nd-ph-1")
         try:
             await asyncio.to_thread(victim.publish, "hydro/node_hello", {**HELLO, "hardware_id": "esp32-bb01"})
-            await eventually(lambda: gw.registry.get("nd-ph-2"))
+            await eventually(lambda: gw.services.registry.get("nd-ph-2"))
             await asyncio.to_thread(evil.publish, "hydro/node_hello", {**HELLO, "hardware_id": "esp32-aa01"})
-            await eventually(lambda: gw.registry.get("nd-ph-1"))
+            await eventually(lambda: gw.services.registry.get("nd-ph-1"))
             before = await _snapshot(gw)
             spoofs = [
                 # n001's hardware id and uid, as in the issue
@@ -69,7 +69,7 @@ async def test_hello_with_another_nodes_identity_is_refused_before_anything_is_w
             await eventually(lambda: _rejected(gw, "node_identity_conflict") == 15)
             # Nothing changed: the victim's record, the spoofer's record, nothing queued upstream.
             assert await _snapshot(gw) == before
-            victim_row = await gw.db.fetchone("SELECT * FROM nodes WHERE uid='nd-ph-2'")
+            victim_row = await gw.services.db.fetchone("SELECT * FROM nodes WHERE uid='nd-ph-2'")
             assert victim_row["firmware_version"] == "1.0.0" and victim_row["node_type"] == "ph"
             # One alert for the account, written once although it was refused 15 times.
             alerts = await _conflict_alerts(gw)
@@ -78,7 +78,7 @@ async def test_hello_with_another_nodes_identity_is_refused_before_anything_is_w
             # The honest node's own hello still works.
             await asyncio.to_thread(victim.publish, "hydro/node_hello", {**HELLO, "hardware_id": "esp32-bb01",
                                                                           "fw_version": "1.0.2"})
-            await eventually(lambda: gw.db.fetchone(
+            await eventually(lambda: gw.services.db.fetchone(
                 "SELECT 1 FROM nodes WHERE uid='nd-ph-2' AND firmware_version='1.0.2'"))
         finally:
             victim.close()
@@ -91,7 +91,7 @@ async def test_two_thousand_hellos_with_new_hardware_ids_are_refused_quietly(mak
         node = await _node(gw, "nd-ph-1")
         try:
             await asyncio.to_thread(node.publish, "hydro/node_hello", {**HELLO, "hardware_id": "esp32-aa01"})
-            await eventually(lambda: gw.registry.get("nd-ph-1"))
+            await eventually(lambda: gw.services.registry.get("nd-ph-1"))
             before = await _snapshot(gw)
 
             def flood() -> None:

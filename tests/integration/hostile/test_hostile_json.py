@@ -55,7 +55,7 @@ async def test_rest_ingest_is_held_to_the_mqtt_telemetry_schema(make_settings, c
         status, body = await post({"samples": [{**good, "value": "abc"}]})
         assert status == 422 and "value" in body["detail"], body
         # Nothing of the refused bodies was stored; a valid body still is.
-        assert gw.writer.committed == 0 and gw.writer.depth == 0
+        assert gw.services.writer.committed == 0 and gw.services.writer.depth == 0
         status, body = await post({"samples": [good, {**good, "channel": "probe-1"}]})
         assert (status, body) == (200, {"status": "ok", "count": 2})
-        await eventually(lambda: gw.writer.committed == 2)
+        await eventually(lambda: gw.services.writer.committed == 2)

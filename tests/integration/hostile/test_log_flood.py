@@ -20,7 +20,7 @@ async def test_every_repeated_complaint_is_rate_limited(make_settings, nodes, ca
         base = "hydro/gh1/zone-a/nd-ph-1"
         hello = json.dumps({"message_type": "node_hello", **HELLOS["nd-ph-1"]})
         heartbeat = json.dumps({"message_type": "heartbeat", "uptime_s": 5, "rssi": -60, "free_heap": 1000})
-        processed = gw.router.processed
+        processed = gw.services.router.processed
         caplog.clear()
 
         def flood(messages: list[tuple[str, bytes | str]]) -> None:
@@ -36,20 +36,20 @@ async def test_every_repeated_complaint_is_rate_limited(make_settings, nodes, ca
             ("hydro/gh1/zone-a/nd-ghost/telemetry", json.dumps({"metric_type": "ph", "value": 6})),
         ]
         await asyncio.to_thread(flood, writable)
-        await eventually(lambda: gw.router.processed >= processed + len(writable) * REPEATS, timeout=60)
-        await gw.db.fetchone("PRAGMA query_only = 1")  # every write fails from here on (a broken disk)
+        await eventually(lambda: gw.services.router.processed >= processed + len(writable) * REPEATS, timeout=60)
+        await gw.services.db.fetchone("PRAGMA query_only = 1")  # every write fails from here on (a broken disk)
         try:
             # Nothing that cannot be stored is acknowledged (the gateway ends the connection, the node re-sends):
             # publish without waiting for PUBACKs and let the gateway fail on them for a while.
             broken = [(f"{base}/heartbeat", heartbeat), ("hydro/node_hello", hello)]
-            failed = gw.metrics.messages_rejected.labels(reason="storage_error")
+            failed = gw.services.metrics.messages_rejected.labels(reason="storage_error")
             before = failed._value.get()
             await asyncio.to_thread(
                 lambda: [node.client.publish(t, b, qos=1) for _ in range(REPEATS) for t, b in broken]
             )
             await eventually(lambda: failed._value.get() >= before + 20, timeout=60)
         finally:
-            await gw.db.fetchone("PRAGMA query_only = 0")
+            await gw.services.db.fetchone("PRAGMA query_only = 0")
     # One key per complaint: logger, template and its first arguments (source/node/reason), not the detail.
     lines = collections.Counter(
         (r.name, r.msg, str(r.args[:2] if isinstance(r.args, tuple) else r.args))

@@ -15,8 +15,8 @@ from tests.integration.web.conftest import BEARER
 
 async def _limit_pages(gw, extra: int | None) -> None:
     """Let the database grow by ``extra`` pages from now on (None: no limit), as a full disk would."""
-    pages = (await gw.db.fetchone("PRAGMA page_count"))[0]
-    await gw.db.fetchone(f"PRAGMA max_page_count = {pages + extra if extra is not None else 1_000_000_000}")
+    pages = (await gw.services.db.fetchone("PRAGMA page_count"))[0]
+    await gw.services.db.fetchone(f"PRAGMA max_page_count = {pages + extra if extra is not None else 1_000_000_000}")
 
 
 async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_settings, client, nodes):
@@ -25,7 +25,7 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         node = by_uid["nd-ph-1"]
         topic = "hydro/gh1/zone-a/nd-ph-1/telemetry"
         await asyncio.to_thread(node.publish, topic, {"metric_type": "ph", "value": 6.1, "ts": time.time()})
-        await eventually(lambda: gw.writer.committed == 1)
+        await eventually(lambda: gw.services.writer.committed == 1)
         await _limit_pages(gw, 0)
         batch = [{"metric_type": "ph", "value": 6.2, "ts": time.time()}] * 500
         # Not acknowledged while they cannot be committed (PUBACK after commit): published without waiting.
@@ -36,7 +36,7 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
 
         assert (await eventually(lambda: active("infra_disk_full")))["severity"] == "critical"
         # Now no write at all succeeds: a new alert (a spoofed hello) is shown from memory.
-        await gw.db.fetchone("PRAGMA query_only = 1")
+        await gw.services.db.fetchone("PRAGMA query_only = 1")
         spoof = {"message_type": "node_hello", "hardware_id": "esp32-zz99", "node_type": "ph", "fw_version": "6.6.6",
                  "node_uid": "nd-ph-1"}
         await asyncio.to_thread(node.publish, "hydro/node_hello", spoof)
@@ -58,19 +58,19 @@ async def test_sqlite_full_keeps_alerts_in_memory_and_records_the_gap(make_setti
         assert not any(info.is_published() for info in unacked)
         assert (await c.get("/api/overview")).status == 200
         # Space returns: the waiting samples are committed, the alerts are written, the gap recorded.
-        await gw.db.fetchone("PRAGMA query_only = 0")
+        await gw.services.db.fetchone("PRAGMA query_only = 0")
         await _limit_pages(gw, None)
-        await eventually(lambda: not gw.storage.full and gw.storage.gaps_recorded == 1, timeout=20)
-        await eventually(lambda: gw.writer.committed == 2002 and gw.writer.depth == 0)
+        await eventually(lambda: not gw.services.storage.full and gw.services.storage.gaps_recorded == 1, timeout=20)
+        await eventually(lambda: gw.services.writer.committed == 2002 and gw.services.writer.depth == 0)
         await eventually(lambda: all(info.is_published() for info in unacked))  # PUBACKed once committed
-        gap = await gw.db.fetchone("SELECT * FROM sync_gaps WHERE reason='disk_full'")
+        gap = await gw.services.db.fetchone("SELECT * FROM sync_gaps WHERE reason='disk_full'")
         assert gap is not None and gap["last_ts"] > gap["first_ts"]
-        event = await gw.db.fetchone("SELECT body FROM sync_outbox WHERE stream='zone_events'")
+        event = await gw.services.db.fetchone("SELECT body FROM sync_outbox WHERE stream='zone_events'")
         assert '"TELEMETRY_GAP"' in event["body"] and '"disk_full"' in event["body"]
-        await eventually(lambda: gw.alerts.unstored == 0)
+        await eventually(lambda: gw.services.alerts.unstored == 0)
         resolved = "SELECT 1 FROM alerts WHERE code='infra_disk_full' AND status='RESOLVED' AND resolved_by=?"
-        await eventually(lambda: gw.db.fetchone(resolved, ("storage recovered",)))
-        conflict = await gw.db.fetchone("SELECT status FROM alerts WHERE code='infra_node_identity_conflict'")
+        await eventually(lambda: gw.services.db.fetchone(resolved, ("storage recovered",)))
+        conflict = await gw.services.db.fetchone("SELECT status FROM alerts WHERE code='infra_node_identity_conflict'")
         assert conflict["status"] == "ACTIVE"
         assert (await c.get("/healthz")).status == 200
 
@@ -95,7 +95,7 @@ async def test_a_service_hitting_sqlite_errors_is_restarted_in_place_not_the_pro
     try:
         await asyncio.wait_for(recovered.wait(), 20)
         assert not task.done()
-        assert gw.metrics.service_storage_restarts.labels(service="flaky")._value.get() == 2
+        assert gw.services.metrics.service_storage_restarts.labels(service="flaky")._value.get() == 2
         lines = [r.getMessage() for r in caplog.records if "flaky" in r.getMessage()]
         assert len([m for m in lines if "storage error" in m]) == 1, lines  # logged once, not per restart
     finally:

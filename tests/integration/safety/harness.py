@@ -57,10 +57,6 @@ class Harness:
         assert ch is not None
         return ch
 
-    @property
-    def gw(self) -> Any:
-        return self  # ZoneSim.step wants an object with .hardware
-
     def relay(self, role: str) -> Any:
         return self.hardware.relays[f"a-{role}"]
 
@@ -78,7 +74,7 @@ class Harness:
         """Physics, sensors and safety ticks for ``seconds`` of manual time."""
         steps = round(seconds / dt)
         for i in range(steps):
-            self.zone.step(self, dt)
+            self.zone.step(self.hardware, dt)
             self.sensors_now()
             await self.safety.tick()
             self.safety.watchdog.feed()

@@ -19,7 +19,7 @@ async def test_overcurrent_stops_nc_pump_in_the_same_tick_and_locks(tmp_path):
         await h.run_for(1.0)
         assert await h.active_codes() == []
         h.zone.tank.inject(Fault.JAMMED, "recirc")
-        h.zone.step(h, 0.1)  # the INA209 now sees ~2.5 A
+        h.zone.step(h.hardware, 0.1)  # the INA209 now sees ~2.5 A
         await h.safety.tick()
         assert not recirc.pump_on and recirc.coil_energised  # held OFF by energising the NC coil
         assert await h.active_codes() == ["biz_overcurrent"]

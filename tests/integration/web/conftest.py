@@ -95,12 +95,12 @@ def nodes() -> Callable[..., Any]:
         made: dict[str, PahoNode] = {}
         try:
             for uid in uids:
-                node = PahoNode(uid, gw.broker.port)
+                node = PahoNode(uid, gw.services.broker.port)
                 await asyncio.to_thread(node.connect)
                 await asyncio.to_thread(node.publish, "hydro/node_hello", {"message_type": "node_hello", **HELLOS[uid]})
                 made[uid] = node
             for uid in uids:
-                await eventually(lambda uid=uid: gw.registry.get(uid))
+                await eventually(lambda uid=uid: gw.services.registry.get(uid))
             yield made
         finally:
             for node in made.values():

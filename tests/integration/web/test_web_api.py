@@ -27,7 +27,7 @@ async def test_overview_has_zones_readings_with_age_and_marks_stale_ones(make_se
     async with run_gateway(settings) as gw, nodes(gw, "nd-ph-1", "nd-ph-2"), client(gw) as c:
         now = time.time()
         await _ingest(c, [{"node_uid": "nd-ph-1", "metric_type": "ph", "value": 6.2, "ts": now}])
-        await eventually(lambda: gw.db.fetchone("SELECT 1 FROM telemetry_last"))
+        await eventually(lambda: gw.services.db.fetchone("SELECT 1 FROM telemetry_last"))
         body = (await c.get("/api/overview")).json()
         zones = {z["uid"]: z for z in body["zones"]}
         assert list(zones) == ["zone-a", "zone-b"]
@@ -70,7 +70,7 @@ async def test_chart_buckets_min_max_avg_over_24h_and_7d(make_settings, client, 
         week = (await c.get("/api/zones/zone-a/chart?metric=ph&range=7d")).json()
         assert [p["count"] for p in week["points"]] == [60, 60, 60] and week["bucket_s"] == 3600
         # Once the aggregator has run, the same chart comes from the aggregates (the newest bucket from samples).
-        await Aggregator(gw.db, gw.clock, ZoneInfo("UTC")).run_once()
+        await Aggregator(gw.services.db, gw.services.clock, ZoneInfo("UTC")).run_once()
         day_agg = (await c.get("/api/zones/zone-a/chart?metric=ph&range=24h")).json()
         week_agg = (await c.get("/api/zones/zone-a/chart?metric=ph&range=7d")).json()
         assert day_agg["source"] == "telemetry_agg_1m+telemetry_samples"
@@ -94,7 +94,7 @@ async def test_chart_buckets_min_max_avg_over_24h_and_7d(make_settings, client, 
 
 
 async def _count(gw, n: int) -> bool:
-    row = await gw.db.fetchone("SELECT COUNT(*) FROM telemetry_samples")
+    row = await gw.services.db.fetchone("SELECT COUNT(*) FROM telemetry_samples")
     return row is not None and row[0] >= n
 
 
@@ -102,7 +102,7 @@ async def test_nodes_show_lifecycle_online_firmware_last_seen_and_signal(make_se
     async with run_gateway(make_settings()) as gw, nodes(gw, "nd-ph-1", "nd-water-1") as by_uid, client(gw) as c:
         hb = {"uptime_s": 30, "rssi": -61, "free_heap": 120000}
         await asyncio.to_thread(by_uid["nd-ph-1"].publish, "hydro/gh1/zone-a/nd-ph-1/heartbeat", hb)
-        await eventually(lambda: gw.db.fetchone("SELECT 1 FROM nodes WHERE rssi=-61"))
+        await eventually(lambda: gw.services.db.fetchone("SELECT 1 FROM nodes WHERE rssi=-61"))
         listed = {n["uid"]: n for n in (await c.get("/api/nodes")).json()["nodes"]}
         ph = listed["nd-ph-1"]
         assert ph["lifecycle_state"] == "ASSIGNED_TO_ZONE" and ph["zone_uid"] == "zone-a" and ph["online"] is True
@@ -174,7 +174,7 @@ async def test_openapi_document_is_valid_and_covers_every_route(make_settings, c
         spec = yaml.safe_load(served.text)
         validate(spec)
         documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if m != "parameters"}
-        app = build_app(gw)
+        app = build_app(gw.services.web.services)
         routed = set()
         for route in app.router.routes():
             info = route.resource.get_info() if route.resource is not None else {}

@@ -25,8 +25,9 @@ async def trip_overcurrent(gw, node) -> None:
     t = "hydro/gh1/zone-a/nd-water-1/telemetry"
     await asyncio.to_thread(node.subscribe, "hydro/gh1/zone-a/nd-water-1/+/command")
     await asyncio.to_thread(node.publish, t, {"metric_type": "water_level", "value": 80, "ts": time.time()})
-    await eventually(lambda: gw.db.fetchone("SELECT 1 FROM telemetry_last WHERE metric_type='water_level'"))
-    record = await gw.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 5}, node_uid="nd-water-1")
+    await eventually(lambda: gw.services.db.fetchone("SELECT 1 FROM telemetry_last WHERE metric_type='water_level'"))
+    record = await gw.services.commands.submit("zone-a", "pump_irrigation", "run_pump", {"duration_s": 5},
+                                               node_uid="nd-water-1")
     while True:
         topic, payload, _, _ = await asyncio.to_thread(node.get)
         if topic.endswith("/command"):
@@ -38,7 +39,7 @@ async def trip_overcurrent(gw, node) -> None:
 
 
 async def _active_codes(gw, code: str) -> bool:
-    return any(a["code"] == code for a in await gw.alerts.active())
+    return any(a["code"] == code for a in await gw.services.alerts.active())
 
 
 async def test_reset_needs_admin_and_clears_the_lock(make_settings, client, nodes):
@@ -108,7 +109,7 @@ async def test_form_action_without_login_returns_to_the_page_with_the_action_not
         form = {"channel": "x", "action": "stop", "next": "/zones/zone-a?range=7d"}
         manual = await c.post("/zones/zone-a/manual", data=form)
         assert manual.status == 303 and manual.headers["Location"] == "/zones/zone-a?range=7d&login=expired"
-        assert await gw.db.fetchone("SELECT 1 FROM commands") is None
+        assert await gw.services.db.fetchone("SELECT 1 FROM commands") is None
         # A login never redirects to another site.
         away = await c.login(next_="//evil.example/x")
         assert away.status == 303 and away.headers["Location"] == "/"

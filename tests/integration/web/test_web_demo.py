@@ -29,8 +29,8 @@ async def _all_zones_have_readings(c) -> bool:
 async def test_api_answers_match_the_openapi_document(demo_settings, client):
     async with run_gateway(demo_settings, simulate=True) as gw, client(gw) as c:
         await eventually(lambda: _all_zones_have_readings(c), timeout=15)
-        gw.simulation.inject("zone-a", "stuck_relay", "drain")  # runs although commanded off
-        await eventually(lambda: gw.alerts.active(), timeout=10)
+        gw.services.simulation.inject("zone-a", "stuck_relay", "drain")  # runs although commanded off
+        await eventually(lambda: gw.services.alerts.active(), timeout=10)
         spec = yaml.safe_load((await c.get("/api/openapi.yaml")).text)
         answers = {
             "/api/overview": "Overview",
@@ -87,7 +87,7 @@ async def test_metrics_are_fed(demo_settings, client):
     async with run_gateway(demo_settings, simulate=True) as gw, client(gw) as c:
         await eventually(lambda: _all_zones_have_readings(c), timeout=15)
         # A jammed drain pump: the water change starts it, the safety loop trips it on overcurrent.
-        gw.simulation.inject("zone-a", "jammed", "drain")
+        gw.services.simulation.inject("zone-a", "jammed", "drain")
         assert (await c.post("/api/zones/zone-a/water/start", headers=BEARER)).status == 202
 
         async def scraped() -> str:
@@ -142,10 +142,10 @@ async def test_metrics_carry_sensor_values_ages_targets_and_pumps(demo_settings,
         assert len(queried) >= 10 and queried <= exported, queried - exported
 
         # A stuck drain relay: the lock shows on the pump's series.
-        gw.simulation.inject("zone-a", "stuck_relay", "drain")
+        gw.services.simulation.inject("zone-a", "stuck_relay", "drain")
         drain = 'hydro_pump_locked{channel="a-drain",node="",role="drain",zone="zone-a"} 1.0'
         await eventually(lambda: _contains(c, drain), timeout=15)
-        gw.simulation.clear("zone-a", "stuck_relay", "drain")
+        gw.services.simulation.clear("zone-a", "stuck_relay", "drain")
 
 
 async def _contains(c, line: str) -> bool:

@@ -47,5 +47,5 @@ async def test_offline_uplink_shows_backlog_lag_and_unreachable(make_settings, c
 
 
 async def _count(gw, n: int) -> bool:
-    row = await gw.db.fetchone("SELECT COUNT(*) FROM telemetry_samples")
+    row = await gw.services.db.fetchone("SELECT COUNT(*) FROM telemetry_samples")
     return row is not None and row[0] >= n

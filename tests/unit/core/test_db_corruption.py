@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway, ServiceCrashed
+from gateway.app import ServiceCrashed
+from gateway.compose import build_gateway
 from gateway.settings import settings_from_mapping
 from gateway.store.db import Database, corrupt_marker, is_corruption, open_or_recover
 from gateway.tools.seed_db import add_samples
@@ -17,12 +18,11 @@ from tests.e2e import dbdamage
 async def test_a_page_damaged_under_a_running_gateway_crashes_its_service_and_marks_the_file(tmp_path: Path) -> None:
     settings = settings_from_mapping({"gateway": {"id": "gw-rt", "greenhouse_uid": "gh1", "mode": "demo",
                                                   "data_dir": str(tmp_path)}})
-    gw = Gateway(settings)
-    await gw.db.open()
-    generation = gw.db.generation
-    await gw.db.close()
+    gw = await build_gateway(settings)  # opens the database (and the demo's simulated hardware)
+    generation = gw.services.db.generation
+    await gw.services.db.close()
     add_samples(settings.db_path, 20_000)
-    await gw.db.open()
+    await gw.services.db.open()
     try:
         middle = settings.db_path.stat().st_size // dbdamage.PAGE // 2  # telemetry pages, under its feet
         dbdamage._overwrite(settings.db_path, middle * dbdamage.PAGE, 8 * dbdamage.PAGE, seed=5)
@@ -32,14 +32,15 @@ async def test_a_page_damaged_under_a_running_gateway_crashes_its_service_and_ma
         other.close()
 
         async def reader() -> None:
-            await gw.db.fetchall("SELECT SUM(value) FROM telemetry_samples")
+            await gw.services.db.fetchall("SELECT SUM(value) FROM telemetry_samples")
 
         with pytest.raises(ServiceCrashed) as crashed:
             await gw._supervised("reader", reader)
         assert is_corruption(crashed.value)
         assert "malformed" in corrupt_marker(settings.db_path).read_text()
     finally:
-        await gw.db.close()
+        await gw.services.db.close()
+        gw.services.hardware.close()
     # The next start moves it aside and begins a new sequence space.
     fresh = Database(settings.db_path)
     recovered = await open_or_recover(fresh)

@@ -68,7 +68,7 @@ def test_the_raw_publisher_is_handed_out_only_by_the_composition_root() -> None:
     offenders = [
         f"{rel}:{node.lineno}"
         for rel, tree in _modules()
-        if rel != "gateway/app.py"
+        if rel != "gateway/compose.py"
         for node in ast.walk(tree)
         if isinstance(node, ast.Attribute) and node.attr == "publish" and _owner_name(node.value) in RAW_PUBLISHERS
     ]
@@ -76,7 +76,7 @@ def test_the_raw_publisher_is_handed_out_only_by_the_composition_root() -> None:
 
 
 def test_the_composition_root_gives_the_transport_publisher_to_the_gate_and_the_registry_only() -> None:
-    tree = dict(_modules())["gateway/app.py"]
+    tree = dict(_modules())["gateway/compose.py"]
     receivers = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):

@@ -1,0 +1,59 @@
+"""What one gateway-relay command costs on its way from the API to the relay (docs/architecture.md counts it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gateway.safety.gate as gate_module
+from gateway.metric_types import Metric
+from gateway.readings import Reading
+from gateway.settings import settings_from_mapping
+from gateway.sim.demo import demo_config
+from tests.conftest import free_port, run_gateway
+
+DB_CALLS = ("execute", "fetchone", "fetchall", "transaction", "in_thread_transaction")
+BEFORE_DB_ROUND_TRIPS = 7  # issue 16's count before the safety-gate and composition work
+
+
+def _counting(counts: Counter[str], name: str, fn: Callable[..., Any], task: Callable[[], Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if asyncio.current_task() is task():  # only the command's own task, not the loops running alongside
+            counts[name] += 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+async def test_a_relay_command_checks_the_interlock_once_and_makes_few_database_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = demo_config(tmp_path / "data", http_port=free_port(), mqtt_port=free_port())
+    for zone in cfg["zones"]:
+        zone["water_cycle"]["recirc"]["enabled"] = False  # nothing else switches pumps meanwhile
+    async with run_gateway(settings_from_mapping(cfg)) as gw:
+        s = gw.services
+        zone_id = s.registry.zone_id("zone-a")
+        assert zone_id is not None
+        now = s.clock.monotonic()
+        s.latest.update(zone_id, Metric.WATER_LEVEL, Reading(70.0, now, s.clock.time(), 1, None))
+        s.latest.update(zone_id, Metric.FLOW_RATE, Reading(12.0, now, s.clock.time(), 1, None))
+        counts: Counter[str] = Counter()
+        measuring: list[asyncio.Task[Any] | None] = [None]
+        for name in DB_CALLS:
+            monkeypatch.setattr(s.db, name, _counting(counts, name, getattr(s.db, name), lambda: measuring[0]))
+        monkeypatch.setattr(gate_module, "can_run_pump",
+                            _counting(counts, "interlock", gate_module.can_run_pump, lambda: measuring[0]))
+        measuring[0] = asyncio.current_task()
+        record = await s.commands.submit("zone-a", "a-drain", "run_pump", {"duration_s": 30}, source="api")
+        measuring[0] = None
+        assert record["status"] == "DONE"
+        assert s.hardware.relays["a-drain"].pump_on  # the relay really switched
+        assert counts["interlock"] == 1
+        round_trips = sum(counts[name] for name in DB_CALLS)
+        assert 0 < round_trips < BEFORE_DB_ROUND_TRIPS, dict(counts)
