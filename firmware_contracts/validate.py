@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import fastjsonschema
 
@@ -44,7 +44,8 @@ DEFAULT_MAX_BYTES = 65536
 _MAX_REASON_CHARS = 300
 _MAX_FLOAT_INT = int(sys.float_info.max)
 
-JsonDocument = dict[str, Any] | list[Any]
+# A decoded, schema-checked message: an object, or an array (telemetry may be a bare array of samples).
+JsonDocument = dict[str, object] | list[object]
 
 
 class MessageKind(StrEnum):
