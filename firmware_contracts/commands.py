@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from firmware_contracts.validate import MessageKind, validate
 
@@ -42,7 +41,7 @@ class ValidCommand:
     """A command that matches the contract, with what it does to the actuator."""
 
     name: CommandName
-    params: Mapping[str, Any]
+    params: Mapping[str, object]
 
     @property
     def actuates(self) -> bool:
@@ -66,7 +65,11 @@ class ValidCommand:
     def duration_s(self) -> float | None:
         """The bounded run time of ``run_pump``, else None."""
         value = self.params.get("duration_s") if self.name is CommandName.RUN_PUMP else None
-        return None if value is None else float(value)
+        if value is None:
+            return None
+        if isinstance(value, int | float):  # the schema allows only a number here
+            return float(value)
+        raise CommandContractError(f"duration_s must be a number, not {value!r}")
 
 
 def parse_command(cmd: object, params: object) -> ValidCommand:

@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
 
 __all__ = ["GoldenExample", "InvalidExample", "golden_examples", "invalid_examples"]
 
@@ -19,7 +18,7 @@ class GoldenExample:
 
     kind: str
     name: str
-    payload: Any
+    payload: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +27,7 @@ class InvalidExample:
 
     kind: str
     name: str
-    payload: Any
+    payload: object
     reason_contains: str
 
 
@@ -40,7 +39,7 @@ def _json_files(folder: Traversable) -> list[Traversable]:
     return sorted((f for f in folder.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
 
 
-def _load(file: Traversable) -> Any:
+def _load(file: Traversable) -> object:
     return json.loads(file.read_text(encoding="utf-8"))
 
 
@@ -59,7 +58,9 @@ def invalid_examples() -> list[InvalidExample]:
     found: list[InvalidExample] = []
     for file in _json_files(_examples_root().joinpath(INVALID_DIR)):
         entry = _load(file)
+        if not isinstance(entry, dict):
+            raise TypeError(f"invalid example {file.name}: expected an object")
         found.append(
-            InvalidExample(entry["kind"], file.name[:-5], entry["payload"], entry["reason_contains"])
+            InvalidExample(str(entry["kind"]), file.name[:-5], entry["payload"], str(entry["reason_contains"]))
         )
     return found

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ __all__ = [
     "inline_refs",
     "load_schema",
     "registry",
+    "schema_int",
     "schema_names",
 ]
 
@@ -40,14 +41,18 @@ PORTABLE_KEYWORDS = ANNOTATION_KEYWORDS | {
 DRAFT07 = "http://json-schema.org/draft-07/schema#"
 
 
+# A decoded schema document (JSON object); values are narrowed where they are read.
+Schema = dict[str, object]
+
+
 class SchemaError(RuntimeError):
     """A schema file is broken (bad $ref, recursion); a packaging or editing bug, never bad input."""
 
 
 @cache
-def _documents() -> dict[str, dict[str, Any]]:
+def _documents() -> dict[str, Schema]:
     folder = resources.files("firmware_contracts").joinpath("schemas")
-    documents: dict[str, dict[str, Any]] = {}
+    documents: dict[str, Schema] = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".json"):
             documents[entry.name[: -len(".json")]] = json.loads(entry.read_text(encoding="utf-8"))
@@ -55,8 +60,8 @@ def _documents() -> dict[str, dict[str, Any]]:
 
 
 @cache
-def _by_id() -> dict[str, dict[str, Any]]:
-    return {doc["$id"]: doc for doc in _documents().values()}
+def _by_id() -> dict[str, Schema]:
+    return {str(doc["$id"]): doc for doc in _documents().values()}
 
 
 def schema_names() -> list[str]:
@@ -64,7 +69,7 @@ def schema_names() -> list[str]:
     return sorted(_documents())
 
 
-def load_schema(name: str) -> dict[str, Any]:
+def load_schema(name: str) -> Schema:
     """A copy of the schema document ``schemas/<name>.json``."""
     try:
         return copy.deepcopy(_documents()[name])
@@ -73,28 +78,30 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
-def registry() -> Registry[Any]:
+def registry() -> Registry[Schema]:
     """A ``referencing`` registry holding every schema under its ``$id``."""
     # Imported here: only the reference validator (explaining a failure, tests) needs it, not the hot path.
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
-    pairs = [(doc["$id"], Resource.from_contents(doc, DRAFT202012)) for doc in _documents().values()]
+    pairs = [(str(doc["$id"]), Resource.from_contents(doc, DRAFT202012)) for doc in _documents().values()]
     return Registry().with_resources(pairs)
 
 
-def _resolve(base_id: str, ref: str) -> tuple[str, Any]:
+def _resolve(base_id: str, ref: str) -> tuple[str, object]:
     url, _, pointer = urljoin(base_id, ref).partition("#")
     try:
-        node: Any = _by_id()[url]
+        node: object = _by_id()[url]
         for token in filter(None, pointer.split("/")):
+            if not isinstance(node, dict):  # only objects are walked into, as before (a list index was a TypeError)
+                raise TypeError(type(node).__name__)
             node = node[unquote(token).replace("~1", "/").replace("~0", "~")]
     except (KeyError, TypeError):
         raise SchemaError(f"unresolvable $ref {ref!r} in {base_id}") from None
     return url, node
 
 
-def _inline(node: Any, base_id: str, active: tuple[str, ...]) -> Any:
+def _inline(node: object, base_id: str, active: tuple[str, ...]) -> object:
     if isinstance(node, list):
         return [_inline(item, base_id, active) for item in node]
     if not isinstance(node, dict):
@@ -112,13 +119,26 @@ def _inline(node: Any, base_id: str, active: tuple[str, ...]) -> Any:
     return {"allOf": [inlined, out]} if out else inlined
 
 
-def inline_refs(name: str) -> dict[str, Any]:
+def inline_refs(name: str) -> Schema:
     """A self-contained draft-07 copy of schema ``name``: every ``$ref`` replaced, annotations dropped."""
     document = _documents().get(name)
     if document is None:
         raise SchemaError(f"no schema named {name!r}")
-    inlined: dict[str, Any] = _inline(document, document["$id"], ())
+    inlined = _inline(document, str(document["$id"]), ())
+    if not isinstance(inlined, dict):  # a schema file's top level is an object: _inline keeps it one
+        raise SchemaError(f"schema {name!r} is not an object")
     return {"$schema": DRAFT07, **inlined}
+
+
+def schema_int(name: str, pointer: str) -> int:
+    """The integer at JSON pointer ``pointer`` (``/$defs/sample_list/maxItems``) of schema ``name``."""
+    document = _documents().get(name)
+    if document is None:
+        raise SchemaError(f"no schema named {name!r}")
+    _, value = _resolve(str(document["$id"]), f"#{pointer}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SchemaError(f"{name}#{pointer} is not an integer")
+    return value
 
 
 def keywords_used(node: object) -> set[str]:

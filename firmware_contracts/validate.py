@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from enum import StrEnum
 from functools import cache
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import fastjsonschema
 
@@ -44,7 +44,8 @@ DEFAULT_MAX_BYTES = 65536
 _MAX_REASON_CHARS = 300
 _MAX_FLOAT_INT = int(sys.float_info.max)
 
-JsonDocument = dict[str, Any] | list[Any]
+# A decoded, schema-checked message: an object, or an array (telemetry may be a bare array of samples).
+JsonDocument = dict[str, object] | list[object]
 
 
 class MessageKind(StrEnum):
@@ -127,7 +128,7 @@ def _compiled_pattern(pattern: str) -> re.Pattern[str]:
 
 
 def _ecma_pattern(
-    validator: Validator, pattern: str, instance: object, schema: Mapping[str, Any]
+    validator: Validator, pattern: str, instance: object, schema: Mapping[str, object]
 ) -> Iterator[ValidationError]:
     from jsonschema import ValidationError
 
@@ -136,12 +137,15 @@ def _ecma_pattern(
 
 
 @cache
-def _contract_validator_class() -> Any:
+def _contract_validator_class() -> type[Validator]:
     # jsonschema (with attrs, referencing, rpds) is imported on first use: a gateway whose nodes send valid
     # payloads never needs it, and it is several MB of a Pi's memory.
     from jsonschema import Draft202012Validator, validators
 
-    return validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})  # type: ignore[no-untyped-call, unused-ignore]
+    extended: type[Validator] = validators.extend(  # type: ignore[no-untyped-call, unused-ignore]
+        Draft202012Validator, {"pattern": _ecma_pattern}
+    )
+    return extended
 
 
 def _format_checker() -> FormatChecker:
@@ -253,7 +257,7 @@ def _check(message_kind: MessageKind, payload: object, scan_numbers: bool) -> Va
     from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
 
     try:
-        error = best_match(_validator(message_kind).iter_errors(cast(Any, payload)))
+        error = best_match(_validator(message_kind).iter_errors(payload))
     except RecursionError:
         error = None
     if error is None:

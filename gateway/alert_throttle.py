@@ -9,7 +9,7 @@ one write per interval.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
@@ -33,7 +33,7 @@ class AlertThrottle:
         self._ratelog = RateLimitedLog(log, 60.0, clock.monotonic)
 
     async def raise_alert(
-        self, code: str, *, zone_id: int | None = None, scope: str = "", details: dict[str, Any] | None = None
+        self, code: str, *, zone_id: int | None = None, scope: str = "", details: Mapping[str, object] | None = None
     ) -> bool:
         """Write the alert unless this key was written within the interval; True when it was written."""
         key = (code, zone_id, scope)
@@ -47,7 +47,7 @@ class AlertThrottle:
             self._repeats.clear()
         self._last[key] = now
         repeats = self._repeats.pop(key, 0)
-        body = dict(details or {})
+        body: dict[str, object] = dict(details or {})
         if repeats:
             body["repeats_not_written"] = repeats
         try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     # jsonschema ships no type hints; "unused-ignore" keeps mypy quiet once types-jsonschema is installed.
@@ -45,26 +46,41 @@ def _duplicates(values: list[str]) -> list[str]:
     return sorted(v for v, n in Counter(values).items() if n > 1)
 
 
-def _cross_references(doc: dict[str, Any]) -> list[str]:
+def _objects(value: object) -> list[Mapping[str, object]]:
+    """The JSON objects of a list the schema has already checked (anything else would be skipped)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _cross_references(doc: Mapping[str, object]) -> list[str]:
     problems: list[str] = []
-    zones = [z["uid"] for z in doc["zones"]]
-    recipes = [r["uid"] for r in doc["recipes"]]
+    zone_docs = _objects(doc["zones"])
+    node_docs = _objects(doc["nodes"])
+    recipe_docs = _objects(doc["recipes"])
+    zones = [str(z["uid"]) for z in zone_docs]
+    recipes = [str(r["uid"]) for r in recipe_docs]
     for name, values in (
         ("zones uid", zones),
-        ("nodes uid", [n["uid"] for n in doc["nodes"]]),
-        ("nodes hardware_id", [n["hardware_id"] for n in doc["nodes"]]),
+        ("nodes uid", [str(n["uid"]) for n in node_docs]),
+        ("nodes hardware_id", [str(n["hardware_id"]) for n in node_docs]),
         ("recipes uid", recipes),
     ):
         problems += [f"{name} {v!r} is not unique" for v in _duplicates(values)]
-    for i, node in enumerate(doc["nodes"]):
+    for i, node in enumerate(node_docs):
         if node["zone_uid"] is not None and node["zone_uid"] not in zones:
             problems.append(f"nodes/{i}/zone_uid: unknown zone {node['zone_uid']!r}")
-    for i, zone in enumerate(doc["zones"]):
+    for i, zone in enumerate(zone_docs):
         if zone.get("recipe_uid") is not None and zone["recipe_uid"] not in recipes:
             problems.append(f"zones/{i}/recipe_uid: unknown recipe {zone['recipe_uid']!r}")
-    for i, recipe in enumerate(doc["recipes"]):
-        for j, phase in enumerate(recipe["phases"]):
-            for metric, rng in phase["targets"].items():
-                if rng["min"] > rng["max"]:
+    for i, recipe in enumerate(recipe_docs):
+        for j, phase in enumerate(_objects(recipe["phases"])):
+            targets = phase["targets"]
+            for metric, rng in (targets.items() if isinstance(targets, dict) else ()):
+                lo = _number(rng.get("min")) if isinstance(rng, dict) else None
+                hi = _number(rng.get("max")) if isinstance(rng, dict) else None
+                if lo is not None and hi is not None and lo > hi:
                     problems.append(f"recipes/{i}/phases/{j}/targets/{metric}: min > max")
     return problems

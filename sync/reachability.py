@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import ParamSpec
 
 from sync.ports import Clock, SystemClock
+
+P = ParamSpec("P")
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,12 @@ class Reachability:
         }
 
 
-async def _call(hook: Callable[..., Awaitable[None]] | None, *args: object) -> None:
+async def _call(hook: Callable[P, Awaitable[None]] | None, *args: P.args, **kwargs: P.kwargs) -> None:
     """Run a hook; a failing hook is logged, it must not stop the sync."""
     if hook is None:
         return
     try:
-        await hook(*args)
+        await hook(*args, **kwargs)
     except asyncio.CancelledError:
         raise
     except Exception:

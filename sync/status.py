@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 
 @dataclass
@@ -42,6 +43,29 @@ class RateMeter:
         self.rate = 0.0
 
 
+class StreamStatus(TypedDict):
+    """``SyncStatus.to_dict()``: one stream as /api/status and /metrics show it."""
+
+    stream: str
+    state: str
+    cursor: int
+    backlog_rows: int
+    oldest_unsynced_age_s: float | None
+    last_success_at: float | None
+    send_rate_rows_s: float
+    catch_up_eta_s: float | None
+    attempts: int
+    last_error: str | None
+    last_status: int | None
+    last_delay_s: float | None
+    next_attempt_in_s: float | None
+    batch_limit: int
+    rows_sent: int
+    batches_sent: int
+    duplicate_batches: int
+    quarantined_rows: int
+
+
 @dataclass
 class SyncStatus:
     """Live state of one stream; ``to_dict`` makes it JSON-ready."""
@@ -64,7 +88,7 @@ class SyncStatus:
     quarantined_rows: int = 0
     meter: RateMeter = field(default_factory=RateMeter)
 
-    def to_dict(self, now_wall: float, now_mono: float) -> dict[str, object]:
+    def to_dict(self, now_wall: float, now_mono: float) -> StreamStatus:
         """Snapshot for /api/status and /metrics."""
         rate = self.meter.value(now_mono)
         age = None if self.oldest_unsynced_at is None else max(0.0, now_wall - self.oldest_unsynced_at)

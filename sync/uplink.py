@@ -8,19 +8,29 @@ import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 from sync.backoff import Backoff, parse_retry_after
 from sync.client import BatchResult, Outcome, UpstreamClient, UpstreamError
-from sync.generation import SequenceGuard
+from sync.generation import RollbackReport, SequenceGuard
 from sync.outbox import Batch, load_cursor, quarantine, read_batch, record_success
 from sync.ports import Clock, Database, SystemClock
 from sync.reachability import Reachability
-from sync.status import SyncStatus
+from sync.status import StreamStatus, SyncStatus
 from sync.storage_errors import storage_error_text
 from sync.streams import ALL_STREAMS, TELEMETRY, StreamSpec
 
 log = logging.getLogger(__name__)
+
+
+class UplinkStatus(TypedDict):
+    """``Uplink.status()``: every stream, reachability, the generation, conflicts and the last rollback."""
+
+    streams: dict[str, StreamStatus]
+    upstream: dict[str, object]
+    generation: str
+    conflicts: int
+    rollback: RollbackReport | None
 
 OnStorageError = Callable[[str], Awaitable[None]]
 OnConflict = Callable[[dict[str, object]], Awaitable[None]]
@@ -161,7 +171,7 @@ class Uplink:
             if stream is None or stream == name:
                 event.set()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> UplinkStatus:
         """Per-stream SyncStatus plus reachability, JSON-ready."""
         wall, mono = self.clock.time(), self.clock.monotonic()
         return {

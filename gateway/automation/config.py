@@ -16,7 +16,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from gateway.automation.dosing import DosingConfig, Tuning
 
@@ -50,7 +50,7 @@ class AutomationConfig:
 T = TypeVar("T")
 
 
-def _build(defaults: T, value: Any, path: str) -> T:
+def _build(defaults: T, value: object, path: str) -> T:
     """``defaults`` (a dataclass instance) with the numbers of ``value`` replaced, checked key by key."""
     if not isinstance(value, Mapping):
         raise AutomationConfigError(path, "expected a table/object")
@@ -58,7 +58,7 @@ def _build(defaults: T, value: Any, path: str) -> T:
     unknown = sorted(set(value) - known)
     if unknown:
         raise AutomationConfigError(f"{path}.{unknown[0]}", f"unknown key; known keys: {sorted(known)}")
-    changes: dict[str, Any] = {}
+    changes: dict[str, object] = {}
     for name, raw in value.items():
         current = getattr(defaults, name)
         key = f"{path}.{name}"
@@ -73,7 +73,7 @@ def _build(defaults: T, value: Any, path: str) -> T:
     return dataclasses.replace(defaults, **changes)  # type: ignore[type-var]
 
 
-def automation_config_from_dict(value: Mapping[str, Any] | None, path: str = "automation") -> AutomationConfig:
+def automation_config_from_dict(value: Mapping[str, object] | None, path: str = "automation") -> AutomationConfig:
     """Validate the ``[automation]`` table; errors name the key path (``automation.dosing.ph.max_dose_ml``)."""
     cfg = _build(AutomationConfig(), dict(value or {}), path)
     for name in ("dosing_interval_s", "aggregate_interval_s", "usage_rollup_interval_s", "retention_interval_s",

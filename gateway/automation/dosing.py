@@ -19,12 +19,12 @@ Times are wall-clock seconds, because dose history is persisted and must keep co
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
 
 from gateway.automation.recipes import Range
+from gateway.jsonvalue import opt_float, str_tuple, to_float, to_int
 
 
 class Param(StrEnum):
@@ -119,17 +119,32 @@ class ParamState:
     in_since: float | None = None
     alert: str | None = None  # the range alert code this controller raised
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ParamState:
-        """Inverse of ``to_dict`` (unknown keys ignored)."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        if "dose_reagents" in known:
-            known["dose_reagents"] = tuple(known["dose_reagents"])
-        return cls(**known)
+    def from_dict(cls, d: Mapping[str, object]) -> ParamState:
+        """Inverse of ``to_dict`` (unknown keys ignored, missing ones take their defaults)."""
+        default = cls()
+
+        def opt_str(key: str) -> str | None:
+            v = d.get(key)
+            return None if v is None else str(v)
+
+        return cls(
+            last_dose_at=opt_float(d.get("last_dose_at")),
+            dose_reagents=str_tuple(d.get("dose_reagents", ())),
+            value_at_dose=opt_float(d.get("value_at_dose")),
+            check_pending=bool(d.get("check_pending", default.check_pending)),
+            ineffective=to_int(d.get("ineffective", default.ineffective)),
+            halted=bool(d.get("halted", default.halted)),
+            blocked_until=to_float(d.get("blocked_until", default.blocked_until)),
+            out_side=opt_str("out_side"),
+            out_since=opt_float(d.get("out_since")),
+            in_since=opt_float(d.get("in_since")),
+            alert=opt_str("alert"),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +161,7 @@ class RaiseAlert:
     """Raise (or repeat) an alert for this zone."""
 
     code: str
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
+from gateway.jsonvalue import as_mapping
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.store.db import Database
@@ -201,7 +202,7 @@ class Scheduler:
             return self._last[job_id]
         saved = await self._db.get_state(_KV_PREFIX + job_id)
         if saved is not None:
-            last = datetime.fromisoformat(saved["last_run"])
+            last = datetime.fromisoformat(str(as_mapping(saved)["last_run"]))
             self._last[job_id] = last
             return last
         await self._save_last(job_id, now)  # a new job has missed nothing

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alerts import Alerts
@@ -55,7 +54,7 @@ class AutomationService:
                                run_at_start=True)
         self.register_periodic("aggregate_retention", self.prune_aggregates, cfg.retention_interval_s)
 
-    def register_periodic(self, name: str, coro_fn: Callable[[], Awaitable[Any]], interval_s: float,
+    def register_periodic(self, name: str, coro_fn: Callable[[], Awaitable[object]], interval_s: float,
                           run_at_start: bool = False) -> None:
         """Run ``coro_fn`` every ``interval_s`` seconds (monotonic) under this service."""
         self.scheduler.register_periodic(name, coro_fn, interval_s, run_at_start)

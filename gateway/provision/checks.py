@@ -28,7 +28,7 @@ def check_host(hv: HostVars) -> None:
     for name in ("hydro_gateway_greenhouse_uid", "hydro_gateway_id", "hydro_gateway_upstream_url"):
         if not isinstance(hv[name], str) or not hv[name]:
             raise ProvisionError(f"{name} is empty for {where}: set it in the inventory")
-    if not re.match(r"https?://", hv["hydro_gateway_upstream_url"]):
+    if not re.match(r"https?://", hv.text("hydro_gateway_upstream_url")):
         raise ProvisionError(f"hydro_gateway_upstream_url of {where} must be an http(s) URL")
     for name, choices in _CHOICES.items():
         if hv[name] not in choices:

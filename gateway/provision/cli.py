@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from gateway.provision.errors import ProvisionError
 
 
-def add_subparser(subparsers: Any) -> None:
+def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``provision`` subcommand on an argparse subparsers object."""
     parser = subparsers.add_parser(
         "provision",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 import yaml
 
@@ -14,13 +14,13 @@ def user_data(hv: HostVars, firstboot_path: str) -> str:
 
     No secrets in here: the file stays readable on the boot partition.
     """
-    config: dict[str, Any] = {
+    config: dict[str, object] = {
         "hostname": hv["hydro_gateway_hostname"],
         "manage_etc_hosts": True,
         "timezone": hv["hydro_gateway_timezone"],
         # The same packages the Ansible role installs; cloud-init installs them before runcmd.
         "package_update": True,
-        "packages": list(hv["hydro_gateway_apt_packages"]),
+        "packages": hv.strings("hydro_gateway_apt_packages"),
         "ssh_pwauth": False,
         "users": [
             {
@@ -30,7 +30,7 @@ def user_data(hv: HostVars, firstboot_path: str) -> str:
                 # Key-only account: the password is locked, so sudo cannot ask for one.
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
-                "ssh_authorized_keys": list(hv["hydro_gateway_admin_ssh_keys"]),
+                "ssh_authorized_keys": hv.strings("hydro_gateway_admin_ssh_keys"),
             }
         ],
         "runcmd": [
@@ -48,7 +48,7 @@ def user_data(hv: HostVars, firstboot_path: str) -> str:
 
 def network_config(hv: HostVars) -> str:
     """Wired DHCP, plus Wi-Fi when the host has an SSID (its password is readable on the boot partition)."""
-    network: dict[str, Any] = {
+    network: dict[str, object] = {
         "version": 2,
         "ethernets": {"eth0": {"dhcp4": True, "optional": True}},
     }
@@ -73,6 +73,6 @@ def meta_data(hv: HostVars, instance_id: str) -> str:
     )
 
 
-def _dump(data: dict[str, Any]) -> str:
+def _dump(data: Mapping[str, object]) -> str:
     """Block-style YAML in the given key order."""
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)

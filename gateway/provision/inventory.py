@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -31,8 +30,8 @@ class Encrypted:
 class _Group:
     """One inventory group: its own vars and hosts, and the names of its parents."""
 
-    vars: dict[str, Any] = field(default_factory=dict)
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vars: dict[str, object] = field(default_factory=dict)
+    hosts: dict[str, dict[str, object]] = field(default_factory=dict)
     parents: set[str] = field(default_factory=set)
 
 
@@ -50,7 +49,7 @@ def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> Encrypted:
 _Loader.add_constructor("!vault", _construct_vault)
 
 
-def load_yaml(path: Path, vault: Vault) -> dict[str, Any]:
+def load_yaml(path: Path, vault: Vault) -> dict[str, object]:
     """Parse a vars/inventory YAML file (decrypting a vault-encrypted one); empty files give {}."""
     text = path.read_text(encoding="utf-8")
     if is_encrypted(text):
@@ -73,7 +72,7 @@ def host_layers(
     role_dir: Path,
     playbook_dir: Path,
     extra_vars: Iterable[Path] = (),
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Return ``host``'s variables, higher layers replacing lower ones key by key (hash_behaviour=replace)."""
     groups = _parse_inventory(load_yaml(inventory, vault), inventory)
     member_of = _groups_of(host, groups)
@@ -83,7 +82,7 @@ def host_layers(
     ordered = sorted(member_of, key=lambda g: (_depth(g, groups), g))  # "all" (depth 0) first
     var_dirs = list(dict.fromkeys([inventory.parent.resolve(), playbook_dir.resolve()]))
 
-    merged: dict[str, Any] = {}
+    merged: dict[str, object] = {}
     merged.update(_load_optional(role_dir / "defaults" / "main.yml", vault))
     for name in ordered:
         merged.update(groups[name].vars)
@@ -106,11 +105,11 @@ def host_layers(
     return merged
 
 
-def _parse_inventory(data: dict[str, Any], source: Path) -> dict[str, _Group]:
+def _parse_inventory(data: dict[str, object], source: Path) -> dict[str, _Group]:
     """Flatten the YAML inventory tree into groups with parent links."""
     groups: dict[str, _Group] = {"all": _Group()}
 
-    def walk(name: str, node: Any, parent: str | None) -> None:
+    def walk(name: str, node: object, parent: str | None) -> None:
         group = groups.setdefault(name, _Group())
         if parent is not None and name != "all":
             group.parents.add(parent)
@@ -163,6 +162,6 @@ def _var_files(base: Path, name: str) -> Iterator[Path]:
             return
 
 
-def _load_optional(path: Path, vault: Vault) -> dict[str, Any]:
+def _load_optional(path: Path, vault: Vault) -> dict[str, object]:
     """load_yaml for a file that may be absent."""
     return load_yaml(path, vault) if path.is_file() else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.interfaces import CurrentMonitor, Relay
 from gateway.safety.rules import ChannelInputs, ChannelLimits, ChannelSafetyState, FailSafe
@@ -14,13 +14,22 @@ from gateway.water.config import WaterCycleConfig
 if TYPE_CHECKING:  # opening hardware pulls in gpiozero/smbus2: only the composition root imports it at run time
     from drivers.hardware import Hardware
 
+
 # Per role: does the flow sensor belong to it, does the level move while it runs, may it run dry?
-_ROLE_PROFILE: dict[str, dict[str, Any]] = {
-    "recirc": {"flow_sensor": True, "level_change_min": None, "dry_check": True},
-    "drain": {"flow_sensor": False, "level_change_min": True, "dry_check": False},
-    "fill": {"flow_sensor": False, "level_change_min": True, "dry_check": False},
-    "irrigation": {"flow_sensor": False, "level_change_min": None, "dry_check": True},
+@dataclass(frozen=True)
+class _RoleProfile:
+    flow_sensor: bool  # the zone's flow sensor measures this pump
+    level_change: bool  # the tank level must move while it runs
+    dry_check: bool  # it must not run below the minimum water level
+
+
+_ROLE_PROFILE: dict[str, _RoleProfile] = {
+    "recirc": _RoleProfile(flow_sensor=True, level_change=False, dry_check=True),
+    "drain": _RoleProfile(flow_sensor=False, level_change=True, dry_check=False),
+    "fill": _RoleProfile(flow_sensor=False, level_change=True, dry_check=False),
+    "irrigation": _RoleProfile(flow_sensor=False, level_change=False, dry_check=True),
 }
+_OTHER_ROLE = _RoleProfile(flow_sensor=False, level_change=False, dry_check=True)
 
 
 def pump_id_of(node_uid: str | None, channel: str) -> str:
@@ -90,17 +99,17 @@ def limits_for(
     has_flow: bool | None = None,
 ) -> ChannelLimits:
     """Default limits of a channel from the safety settings and its role."""
-    profile = _ROLE_PROFILE.get(role, {"flow_sensor": False, "level_change_min": None, "dry_check": True})
+    profile = _ROLE_PROFILE.get(role, _OTHER_ROLE)
     return ChannelLimits(
         overcurrent_a=s.overcurrent_a,
         idle_current_a=s.idle_current_a,
         min_flow_l_min=s.min_flow_l_min,
         no_flow_grace_s=s.no_flow_grace_s,
         stale_after_s=s.stale_after_s,
-        min_water_level=s.min_water_level if profile["dry_check"] else None,
-        level_change_min=s.level_change_min if profile["level_change_min"] else None,
+        min_water_level=s.min_water_level if profile.dry_check else None,
+        level_change_min=s.level_change_min if profile.level_change else None,
         current_sensor=has_current,
-        flow_sensor=bool(profile["flow_sensor"]) if has_flow is None else has_flow,
+        flow_sensor=profile.flow_sensor if has_flow is None else has_flow,
         level_sensor=True,
         channel=channel,
         fail_safe=fail_safe,

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from drivers.errors import RelayError
 from drivers.interfaces import Watchdog
@@ -28,6 +28,7 @@ from firmware_contracts.topics import command_topic
 from firmware_contracts.validate import MessageKind, validate
 from gateway.alerts import Alerts
 from gateway.clock import Clock
+from gateway.jsonvalue import as_list, as_mapping, to_float
 from gateway.metric_types import Metric
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
@@ -125,14 +126,16 @@ class SafetyGate:
 
     async def load(self) -> None:
         """Restore locks and failure counters persisted before a restart; locked relays go OFF at once."""
-        saved: dict[str, Any] = await self._db.get_state(PUMPS_KEY) or {}
-        self._locks = {str(k): str(v) for k, v in (saved.get("locks") or {}).items()}
-        self._failures = {str(k): [float(t) for t in v] for k, v in (saved.get("failures") or {}).items()}
-        legacy: dict[str, str] = await self._db.get_state(LEGACY_LOCKS_KEY) or {}
+        saved = as_mapping(await self._db.get_state(PUMPS_KEY) or {})
+        self._locks = {k: str(v) for k, v in as_mapping(saved.get("locks") or {}).items()}
+        self._failures = {
+            k: [to_float(t) for t in as_list(v)] for k, v in as_mapping(saved.get("failures") or {}).items()
+        }
+        legacy = as_mapping(await self._db.get_state(LEGACY_LOCKS_KEY) or {})
         for ch in self.channels:
             code = legacy.get(f"{ch.zone_id}:{ch.channel}")
             if code:
-                self._locks.setdefault(ch.pump_id, code)
+                self._locks.setdefault(ch.pump_id, str(code))
         for pump_id, code in self._locks.items():
             locked = self._by_pump.get(pump_id)
             if locked is None:

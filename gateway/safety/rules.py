@@ -51,7 +51,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+
+from gateway.jsonvalue import opt_float, str_tuple
 
 BIZ_OVERCURRENT = "biz_overcurrent"
 BIZ_NO_FLOW = "biz_no_flow"
@@ -104,7 +105,7 @@ class RaiseAlert:
 
     code: str
     severity: Severity
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)
     scope: str = ""
 
 
@@ -198,7 +199,7 @@ class ChannelSafetyState:
     latched: tuple[str, ...] = ()  # critical codes raised and not yet reset by an operator
     no_circulation_alerted: bool = False  # biz_no_circulation raised for this OFF stretch
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "on_since": self.on_since,
@@ -214,24 +215,20 @@ class ChannelSafetyState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ChannelSafetyState:
+    def from_dict(cls, d: Mapping[str, object]) -> ChannelSafetyState:
         """Inverse of ``to_dict``; missing keys take their defaults."""
         return cls(
-            on_since=_opt_float(d.get("on_since")),
-            off_since=_opt_float(d.get("off_since")),
-            level_at_on=_opt_float(d.get("level_at_on")),
-            level_ref_at=_opt_float(d.get("level_ref_at")),
-            flow_ok_at=_opt_float(d.get("flow_ok_at")),
-            unavailable=tuple(str(s) for s in d.get("unavailable", ())),
-            unavailable_since=_opt_float(d.get("unavailable_since")),
-            alerted_unavailable=tuple(str(s) for s in d.get("alerted_unavailable", ())),
-            latched=tuple(str(s) for s in d.get("latched", ())),
+            on_since=opt_float(d.get("on_since")),
+            off_since=opt_float(d.get("off_since")),
+            level_at_on=opt_float(d.get("level_at_on")),
+            level_ref_at=opt_float(d.get("level_ref_at")),
+            flow_ok_at=opt_float(d.get("flow_ok_at")),
+            unavailable=str_tuple(d.get("unavailable", ())),
+            unavailable_since=opt_float(d.get("unavailable_since")),
+            alerted_unavailable=str_tuple(d.get("alerted_unavailable", ())),
+            latched=str_tuple(d.get("latched", ())),
             no_circulation_alerted=bool(d.get("no_circulation_alerted", False)),
         )
-
-
-def _opt_float(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 @dataclass(frozen=True)
@@ -356,7 +353,7 @@ def _track_availability(
 
 
 def _trip(
-    state: ChannelSafetyState, code: str, limits: ChannelLimits, details: dict[str, Any], *, lock: bool
+    state: ChannelSafetyState, code: str, limits: ChannelLimits, details: Mapping[str, object], *, lock: bool
 ) -> tuple[ChannelSafetyState, list[SafetyAction]]:
     actions: list[SafetyAction] = [
         StopPump(code),
@@ -407,7 +404,7 @@ def _move_level_ref(
     return state
 
 
-def _no_flow(state: ChannelSafetyState, limits: ChannelLimits, r: _Readings, now: float) -> dict[str, Any] | None:
+def _no_flow(state: ChannelSafetyState, limits: ChannelLimits, r: _Readings, now: float) -> dict[str, object] | None:
     grace = limits.no_flow_grace_s
     if r.flow is not None:
         ok_at = state.flow_ok_at if state.flow_ok_at is not None else now
@@ -437,7 +434,7 @@ def _check_stopped(
     # Only readings taken after the pump had time to stop count; an older one may be the run itself.
     current = r.current if _taken_after(inputs.current_age_s, now, settled_at) else None
     flow = r.flow if _taken_after(inputs.flow_age_s, now, settled_at) else None
-    evidence: dict[str, Any] = {}
+    evidence: dict[str, object] = {}
     if current is not None and current > limits.idle_current_a:
         evidence.update(current_a=current, idle_current_a=limits.idle_current_a)
     if flow is not None and flow > limits.min_flow_l_min:

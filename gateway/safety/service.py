@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TypedDict
 
 from drivers.errors import SensorUnavailableError
 from drivers.interfaces import Watchdog
@@ -36,6 +36,41 @@ from gateway.safety.rules import (
 )
 from gateway.safety.usage import UsageLogger
 from gateway.store.commands import CommandJson
+
+
+class PumpSnapshot(TypedDict):
+    """One pump as the status page shows it."""
+
+    pump_id: str
+    channel: str
+    role: str
+    node_uid: str | None
+    fail_safe_mode: str
+    desired_on: bool
+    relay_on: bool
+    coil_energised: bool | None
+    current_a: float | None
+    current_age_s: float | None
+    flow_l_min: float | None
+    locked: bool
+    lock_codes: list[str]
+    unavailable_sensors: list[str]
+    recent_failures: int
+
+
+class ZoneSnapshot(TypedDict):
+    """The pumps of one zone."""
+
+    pumps: list[PumpSnapshot]
+
+
+class SafetySnapshot(TypedDict):
+    """``SafetyService.snapshot()``: pumps per zone uid, loop ticks, watchdog state."""
+
+    zones: dict[str, ZoneSnapshot]
+    ticks: int
+    watchdog_tripped: bool
+
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +249,10 @@ class SafetyService:
             self.gate.lock_of(ch) is not None or ch.state.latched for ch in self.channels if ch.zone_id == zone_id
         )
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> SafetySnapshot:
         """Pumps per zone for the status page."""
         now = self._clock.monotonic()
-        zones: dict[str, Any] = {}
+        zones: dict[str, ZoneSnapshot] = {}
         for ch in self.channels:
             pumps = zones.setdefault(ch.zone_uid, {"pumps": []})["pumps"]
             inputs = ch.last_inputs

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.hardware import Hardware
+from gateway.jsonvalue import opt_float
 from gateway.sim.history import write_history
 from gateway.sim.nodes import SimNode, SimNodeSpec
 from gateway.sim.tank import Fault, TankSim
@@ -223,7 +224,7 @@ class DemoSimulation:
             zones = [(z.zone_uid, z.short) for z in self.zones.values()]
             self.simulated_until = await write_history(gw, zones, self.history_days)
             if self.simulated_until is None:
-                self.simulated_until = await gw.db.get_state("demo_simulated_until")
+                self.simulated_until = opt_float(await gw.db.get_state("demo_simulated_until"))
         for zone in self.zones.values():
             s = zone.short
             readings = zone.tank.readings

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
@@ -368,7 +368,7 @@ class Database:
             (key, json.dumps(value), now),
         )
 
-    async def get_state(self, key: str) -> Any | None:
+    async def get_state(self, key: str) -> object:
         """The JSON document stored under ``key``, or None (callers narrow it to the shape they stored)."""
         row = await self.fetchone("SELECT value FROM kv_state WHERE key=?", (key,))
         return None if row is None else json.loads(row["value"])

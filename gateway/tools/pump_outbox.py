@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.store.db import Database
 from sync.client import UpstreamClient
-from sync.uplink import Uplink, UplinkSettings
+from sync.uplink import Uplink, UplinkSettings, UplinkStatus
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def pump(args: argparse.Namespace) -> dict[str, object]:
+async def pump(args: argparse.Namespace) -> UplinkStatus:
     """Open the database and the client, run the uplink; returns the final status."""
     settings = UplinkSettings(
         telemetry_max_rows=args.telemetry_max_rows, max_rows=args.max_rows, max_bytes=args.max_bytes,

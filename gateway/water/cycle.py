@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
+from gateway.jsonvalue import opt_float, to_float
 from gateway.safety.rules import RaiseAlert, ResolveAlert, Severity, fresh
 from gateway.water.config import WaterChangeConfig, WaterCycleConfig, WaterMode
 
@@ -94,7 +94,7 @@ class RecordEvent:
     """Append a zone event."""
 
     type: WaterEvent
-    details: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class WaterState:
     ec_drift_since: float | None = None
     pump_on: bool = False  # the DRAIN/FILL working pump is commanded ON
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "phase": self.phase.value,
@@ -152,23 +152,22 @@ class WaterState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> WaterState:
+    def from_dict(cls, d: Mapping[str, object]) -> WaterState:
         """Inverse of ``to_dict``; raises ValueError on an unknown phase or trigger."""
 
         def f(key: str) -> float | None:
-            v = d.get(key)
-            return None if v is None else float(v)
+            return opt_float(d.get(key))
 
         trigger = d.get("trigger")
         last_error = d.get("last_error")
         date = d.get("last_auto_start_date")
         return cls(
-            phase=WaterPhase(d.get("phase", WaterPhase.NORMAL_RECIRC.value)),
-            phase_started_at_wall=float(d.get("phase_started_at_wall", 0.0)),
+            phase=WaterPhase(str(d.get("phase", WaterPhase.NORMAL_RECIRC.value))),
+            phase_started_at_wall=to_float(d.get("phase_started_at_wall", 0.0)),
             solution_started_at=f("solution_started_at"),
             ec_at_start=f("ec_at_start"),
             last_error=None if last_error is None else str(last_error),
-            trigger=None if trigger is None else Trigger(trigger),
+            trigger=None if trigger is None else Trigger(str(trigger)),
             change_started_at_wall=f("change_started_at_wall"),
             last_auto_start_date=None if date is None else str(date),
             ec_drift_since=f("ec_drift_since"),

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
+from gateway.jsonvalue import opt_float
 from gateway.water.config import RecircConfig, RecircWindow, WaterCycleConfig, WaterMode
 
 
@@ -45,7 +45,7 @@ class RecircState:
     hold_on_until: float | None = None
     relay_off_since: float | None = None  # when the relay was last seen going OFF (actual state)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {
             "on": self.on,
@@ -56,13 +56,12 @@ class RecircState:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RecircState:
+    def from_dict(cls, d: Mapping[str, object]) -> RecircState:
         """Inverse of ``to_dict``."""
         on = d.get("on")
 
         def f(key: str) -> float | None:
-            v = d.get(key)
-            return None if v is None else float(v)
+            return opt_float(d.get(key))
 
         return cls(
             on=None if on is None else bool(on),

@@ -8,14 +8,14 @@ interlock for starts; NC recirculation OFF only on a bounded lease). The machine
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
+from gateway.jsonvalue import as_mapping
 from gateway.metric_types import Metric
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings
@@ -27,6 +27,7 @@ from gateway.water.cycle import (
     PersistState,
     RecordEvent,
     SetPump,
+    WaterAction,
     WaterInputs,
     WaterPhase,
     WaterState,
@@ -97,7 +98,7 @@ class WaterService:
                 zw.state = WaterState(phase_started_at_wall=now, solution_started_at=now)
                 await self._persist(zw)
                 continue
-            zw.state, actions = resume(WaterState.from_dict(saved), now)
+            zw.state, actions = resume(WaterState.from_dict(as_mapping(saved)), now)
             await self._apply(zw, actions)
 
     async def tick(self) -> None:
@@ -148,7 +149,7 @@ class WaterService:
         decision = await self._gate.can_start(zw.zone_id, ch.channel, ch.node_uid)
         return decision.allowed, None if decision.allowed else decision.reason
 
-    async def _apply(self, zw: ZoneWater, actions: list[Any]) -> None:
+    async def _apply(self, zw: ZoneWater, actions: Sequence[WaterAction]) -> None:
         for action in actions:
             if isinstance(action, PersistState):
                 await self._persist(zw)
@@ -222,7 +223,7 @@ class WaterService:
         """Operator: acknowledge a FAILED water change (back to NORMAL_RECIRC)."""
         return self.request(zone_uid, "ack", by)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, dict[str, object]]:
         """Per zone water state for the status page."""
         return {uid: {**zw.state.to_dict(), "recirc": zw.recirc.to_dict()} for uid, zw in self.zones.items()}
 

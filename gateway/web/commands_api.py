@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from gateway.commands import CommandRefused
@@ -18,7 +16,7 @@ async def post_command(request: web.Request) -> web.Response:
     require_admin(request)
     body = await read_json(request)
     problems = command_problems(body)
-    if problems:
+    if problems or not isinstance(body, dict):
         return web.json_response({"error": "invalid command", "problems": problems}, status=422)
     try:
         record = await g.commands.submit(
@@ -37,7 +35,7 @@ async def post_command(request: web.Request) -> web.Response:
     return web.json_response({"cmd_id": record["cmd_id"], "status": record["status"], "command": record}, status=202)
 
 
-def command_problems(body: Any) -> list[str]:
+def command_problems(body: object) -> list[str]:
     """Shape problems of a command body, one line each (empty when it is fine)."""
     if not isinstance(body, dict):
         return ["body must be a JSON object"]

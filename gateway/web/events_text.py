@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.jsonvalue import str_tuple
 from gateway.web.templating import fmt_age
 
 TRIGGERS = {
@@ -29,7 +29,7 @@ PHASES = {
 }
 
 
-def _local(value: Any, tz: ZoneInfo) -> str:
+def _local(value: object, tz: ZoneInfo) -> str:
     """An epoch number or ISO text as local 'YYYY-MM-DD HH:MM' (anything else as it is)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(float(value), tz).strftime("%Y-%m-%d %H:%M")
@@ -42,15 +42,22 @@ def _local(value: Any, tz: ZoneInfo) -> str:
     return "?"
 
 
-def _num(value: Any, decimals: int = 1) -> str:
+def _num(value: object, decimals: int = 1) -> str:
     return f"{value:.{decimals}f}" if isinstance(value, int | float) and not isinstance(value, bool) else "?"
 
 
-def _by(d: Mapping[str, Any]) -> str:
+def _age(value: object) -> str:
+    """``fmt_age`` of a details value; TypeError (the generic sentence) when it is not a number."""
+    if value is None or isinstance(value, int | float):
+        return fmt_age(value)
+    raise TypeError(f"expected a duration, got {type(value).__name__}")
+
+
+def _by(d: Mapping[str, object]) -> str:
     return f" by {d['by']}" if d.get("by") else ""
 
 
-def _started(d: Mapping[str, Any], tz: ZoneInfo) -> str:
+def _started(d: Mapping[str, object], tz: ZoneInfo) -> str:
     trigger = TRIGGERS.get(str(d.get("trigger")), f"({d.get('trigger')})")
     text = f"Water change started {trigger}{_by(d)}"
     parts = []
@@ -63,18 +70,18 @@ def _started(d: Mapping[str, Any], tz: ZoneInfo) -> str:
     return text + (f" ({', '.join(parts)})." if parts else ".")
 
 
-def _completed(d: Mapping[str, Any], _tz: ZoneInfo) -> str:
-    took = f" in {fmt_age(d['duration_s'])}" if isinstance(d.get("duration_s"), int | float) else ""
+def _completed(d: Mapping[str, object], _tz: ZoneInfo) -> str:
+    took = f" in {_age(d['duration_s'])}" if isinstance(d.get("duration_s"), int | float) else ""
     tail = f"; EC {_num(d['ec'], 2)} mS/cm" if d.get("ec") is not None else ""
     level = f", level {_num(d['water_level'], 0)} %" if d.get("water_level") is not None else ""
     return f"Water change completed{took}{level}{tail}."
 
 
-def _reason(d: Mapping[str, Any]) -> str:
+def _reason(d: Mapping[str, object]) -> str:
     return str(d.get("reason") or d.get("code") or "unknown reason").replace("_", " ")
 
 
-SENTENCES: dict[str, Callable[[Mapping[str, Any], ZoneInfo], str]] = {
+SENTENCES: dict[str, Callable[[Mapping[str, object], ZoneInfo], str]] = {
     "WATER_CHANGE_STARTED": _started,
     "WATER_CHANGE_COMPLETED": _completed,
     "WATER_CHANGE_PHASE": lambda d, _: (
@@ -93,11 +100,11 @@ SENTENCES: dict[str, Callable[[Mapping[str, Any], ZoneInfo], str]] = {
         f"aiming at {_num(d.get('target'), 2)})."
     ),
     "IRRIGATION": lambda d, tz: (
-        f"Irrigation for {fmt_age(d.get('duration_s'))} (scheduled {_local(d.get('scheduled_at'), tz)}"
+        f"Irrigation for {_age(d.get('duration_s'))} (scheduled {_local(d.get('scheduled_at'), tz)}"
         f"{', phase ' + str(d['phase']) if d.get('phase') else ''})."
     ),
     "IRRIGATION_SKIPPED": lambda d, tz: (
-        f"Irrigation of {_local(d.get('scheduled_at'), tz)} skipped: missed by {fmt_age(d.get('late_s'))}."
+        f"Irrigation of {_local(d.get('scheduled_at'), tz)} skipped: missed by {_age(d.get('late_s'))}."
     ),
     "LIGHTS_ON": lambda d, _: "Lights switched on.",
     "LIGHTS_OFF": lambda d, _: "Lights switched off.",
@@ -108,7 +115,7 @@ SENTENCES: dict[str, Callable[[Mapping[str, Any], ZoneInfo], str]] = {
     "SAFETY_LOCK": lambda d, _: f"Pump {d.get('pump')} locked by the safety loop ({_reason(d)}).",
     "SAFETY_LOCK_RESET": lambda d, _: (
         f"Safety lock reset{_by(d)}"
-        f"{' (resolved ' + ', '.join(map(str, d['resolved'])) + ')' if d.get('resolved') else ''}."
+        f"{' (resolved ' + ', '.join(str_tuple(d['resolved'])) + ')' if d.get('resolved') else ''}."
     ),
     "NC_PUMP_RESTORED": lambda d, _: f"Pump {d.get('pump')} returned to its fail-safe ON ({_reason(d)}).",
     "NODE_ONLINE": lambda d, _: f"Node {d.get('node_uid')} came online.",
@@ -122,7 +129,7 @@ SENTENCES: dict[str, Callable[[Mapping[str, Any], ZoneInfo], str]] = {
 }
 
 
-def event_sentence(event_type: str, details: Mapping[str, Any], tz: str) -> str:
+def event_sentence(event_type: str, details: Mapping[str, object], tz: str) -> str:
     """One sentence for an event; unknown types fall back to their name and plain-worded details."""
     zone = ZoneInfo(tz)
     render = SENTENCES.get(event_type)

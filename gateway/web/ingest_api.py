@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
 from aiohttp import web
 
-from firmware_contracts.validate import MessageKind, check, load_schema
+from firmware_contracts.schema_store import schema_int
+from firmware_contracts.validate import MessageKind, check
 from gateway.broker.messages import Ack
 from gateway.ingest import SampleIn
 from gateway.web.auth import require_admin
@@ -17,7 +17,7 @@ from gateway.web.jsonbody import read_json
 
 MAX_INGEST_BODY = 1024 * 1024
 # The MQTT payload's limit, from the same schema: one request carries at most as many samples as one message.
-MAX_SAMPLES = int(load_schema("telemetry")["$defs"]["sample_list"]["maxItems"])
+MAX_SAMPLES = schema_int("telemetry", "/$defs/sample_list/maxItems")
 # A commit that has not happened by then (disk full, I/O error) answers 503: the client retries later
 # (with an identity per sample, a retry of what was committed after all is stored once).
 COMMIT_TIMEOUT_S = 30.0
@@ -49,7 +49,7 @@ async def ingest_telemetry(request: web.Request) -> web.Response:
             status=422,
         )
     parsed: list[SampleIn] = []
-    shape_errors: list[dict[str, Any]] = []
+    shape_errors: list[dict[str, object]] = []
     for i, s in enumerate(samples):
         if not isinstance(s, dict) or not isinstance(s.get("node_uid"), str) or "metric_type" not in s:
             shape_errors.append({"index": i, "reason": "schema", "detail": "node_uid and metric_type are required"})
@@ -79,13 +79,13 @@ async def ingest_telemetry(request: web.Request) -> web.Response:
             {"status": "partial" if result.accepted else "error", "count": result.accepted, "rejected": rejected},
             status=207 if result.accepted else 422,
         )
-    body_out: dict[str, Any] = {"status": "ok", "count": result.accepted}
+    body_out: dict[str, object] = {"status": "ok", "count": result.accepted}
     if result.duplicates:
         body_out["duplicates"] = result.duplicates  # identities already committed: not stored again
     return web.json_response(body_out)
 
 
-async def _committed(g: Any, ack: Ack) -> bool:
+async def _committed(g: object, ack: Ack) -> bool:
     """2xx only once the accepted samples are committed (a kill -9 after it loses none of them); gives up after
     ``COMMIT_TIMEOUT_S``, or at once while the storage guard knows the disk is full."""
     storage = getattr(g, "storage", None)

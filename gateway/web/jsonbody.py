@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from itertools import accumulate
-from typing import Any
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -39,7 +39,7 @@ def nesting_depth(text: str) -> int:
     return max(accumulate(_STEP[c] for c in brackets))
 
 
-def loads_limited(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+def loads_limited(raw: bytes | str, max_depth: int = MAX_DEPTH) -> object:
     """Decode JSON, refusing NaN/Infinity and nesting deeper than ``max_depth``; raises BadJsonBody."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
@@ -58,8 +58,8 @@ def loads_limited(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
 
 async def read_json(
     request: web.Request, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH
-) -> Any:
-    """The request's JSON body; raises a JSON 400 (or 413 when too large) naming the reason."""
+) -> object:
+    """The request's JSON body, unchecked (callers narrow it); a JSON 400 (413 when too large) names the reason."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise _error(web.HTTPRequestEntityTooLarge, "too_large", f"body over {max_bytes} bytes", max_bytes)
     chunks: list[bytes] = []
@@ -88,5 +88,5 @@ def _error(exc_type: type[web.HTTPException], reason: str, detail: str, max_size
     return exc_type(text=json.dumps(body), content_type="application/json")
 
 
-def _reject_constant(name: str) -> Any:
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.metric_types import Metric
 
@@ -100,7 +99,7 @@ class ChartSeries:
         """Display unit of the metric."""
         return UNITS[self.metric]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready form (the /api/zones/{zone}/chart body)."""
         return {
             "zone": self.zone_uid,

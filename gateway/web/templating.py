@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -52,18 +52,18 @@ def fmt_num(value: float | None, decimals: int = 1) -> str:
     return "—" if value is None else f"{value:.{decimals}f}"
 
 
-def fmt_details(details: dict[str, Any] | None) -> str:
+def fmt_details(details: Mapping[str, object] | None) -> str:
     """Event details as 'key=value, …' (non-strings as compact JSON, like the browser's JSON.stringify)."""
     if not details:
         return "—"
     return ", ".join(f"{k}={v if isinstance(v, str) else _js_json(v)}" for k, v in details.items())
 
 
-def _js_json(value: Any) -> str:
+def _js_json(value: object) -> str:
     return json.dumps(_js_numbers(value), separators=(",", ":"), ensure_ascii=False)
 
 
-def _js_numbers(value: Any) -> Any:
+def _js_numbers(value: object) -> object:
     # JavaScript has one number type: 2.0 prints as 2 there, so it does here too.
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -91,15 +91,16 @@ def make_environment(tz: str) -> jinja2.Environment:
         lstrip_blocks=True,
         auto_reload=False,  # no stat() of template files on every render
     )
-    filters: dict[str, Any] = {
-        "age": fmt_age,
-        "bytes": fmt_bytes,
-        "value": fmt_value,
-        "num": fmt_num,
-        "when": fmt_when,
-        "details": fmt_details,
-    }
-    env.filters.update(filters)
+    env.filters.update(
+        {
+            "age": fmt_age,
+            "bytes": fmt_bytes,
+            "value": fmt_value,
+            "num": fmt_num,
+            "when": fmt_when,
+            "details": fmt_details,
+        }
+    )
     for name in env.list_templates(extensions=["html"]):
         env.get_template(name)  # read and compile at start-up, not inside a request on the event loop
     return env

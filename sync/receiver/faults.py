@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Faults:
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random, repr=False)
 
-    def update(self, changes: dict[str, Any]) -> None:
+    def update(self, changes: Mapping[str, object]) -> None:
         """Apply a partial update from the admin API; unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(self)} - {"rng"}
         unknown = set(changes) - names
@@ -38,7 +38,7 @@ class Faults:
         if "seed" in changes:
             self.rng = random.Random(self.seed)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Current switches (JSON-ready)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "rng"}
 

@@ -15,7 +15,8 @@ import calendar
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any
+
+import asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class Partitions:
     def __init__(self) -> None:
         self.known: set[tuple[int, int]] = set()
 
-    async def load(self, conn: Any) -> None:
+    async def load(self, conn: asyncpg.Connection) -> None:
         """Read the existing partitions' names."""
         rows = await conn.fetch(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -200,7 +201,7 @@ class Partitions:
         months.add(hi)
         return {m for m in months if m not in self.known and plausible(m)}
 
-    async def create(self, conn: Any, months: set[tuple[int, int]]) -> None:
+    async def create(self, conn: asyncpg.Connection, months: set[tuple[int, int]]) -> None:
         """Create monthly partitions (own transaction, serialised across receiver processes)."""
         for month in sorted(months):
             start, end = month_bounds(month)
@@ -216,7 +217,9 @@ class Partitions:
             self.known.add(month)  # created, or not creatable: do not try on every batch
 
 
-async def ensure_schema(conn: Any, partitions: Partitions | None = None, now: float | None = None) -> None:
+async def ensure_schema(
+    conn: asyncpg.Connection, partitions: Partitions | None = None, now: float | None = None
+) -> None:
     """Create the tables once, migrate an unpartitioned telemetry table, create this month's partitions
     and ``MONTHS_AHEAD`` more; an advisory lock keeps receivers starting together from racing."""
     parts = partitions or Partitions()

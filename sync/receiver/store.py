@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Mapping
 
 import asyncpg
 
 from sync.receiver.schema import Partitions
-from sync.receiver.validate import TELEMETRY_COLUMNS, telemetry_columns
+from sync.receiver.validate import TELEMETRY_COLUMNS, Columns, Item, int_column, number_column, telemetry_columns
 
 _TELEMETRY_INSERT = """
 INSERT INTO telemetry_samples (gateway_id, generation, seq, zone_uid, node_uid, metric_type, channel, value, ts,
@@ -43,8 +43,12 @@ ORDER BY b.seq LIMIT 20
 STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
 
 
+# The JSON answer to a batch (stored/duplicate: counts and seq range; conflict: the error and the seqs).
+Response = dict[str, object]
+
+
 class _Conflict(Exception):
-    def __init__(self, response: dict[str, Any]) -> None:
+    def __init__(self, response: Response) -> None:
         super().__init__(response["error"])
         self.response = response
 
@@ -59,9 +63,9 @@ def body_hash(raw: bytes) -> str:
 
 
 async def store_batch(
-    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[dict[str, Any]],
-    columns: dict[str, list[Any]] | None = None, digest: str = "", partitions: Partitions | None = None,
-) -> tuple[str, dict[str, Any]]:
+    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[Item],
+    columns: Columns | None = None, digest: str = "", partitions: Partitions | None = None,
+) -> tuple[str, Response]:
     """Insert a batch once (creating missing monthly partitions first); returns (outcome, response).
 
     The outcome is stored, duplicate or conflict.
@@ -70,7 +74,7 @@ async def store_batch(
     the same sequence numbers with other content, it is a conflict and nothing is written.
     """
     if stream == "telemetry" and partitions is not None:
-        months = partitions.missing((columns or telemetry_columns(items))["ts"])
+        months = partitions.missing(number_column((columns or telemetry_columns(items))["ts"]))
         if months:
             async with pool.acquire() as conn:
                 await partitions.create(conn, months)
@@ -81,9 +85,9 @@ async def store_batch(
 
 
 async def _store(
-    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[dict[str, Any]],
-    columns: dict[str, list[Any]] | None, digest: str,
-) -> tuple[str, dict[str, Any]]:
+    pool: asyncpg.Pool, gateway_id: str, generation: str, stream: str, key: str, items: list[Item],
+    columns: Columns | None, digest: str,
+) -> tuple[str, Response]:
     first, last = items[0]["seq"], items[-1]["seq"]
     async with pool.acquire() as conn, conn.transaction():
         previous = await conn.fetchrow(
@@ -107,7 +111,7 @@ async def _store(
                 if differing:
                     raise _Conflict({"error": "sequence numbers already stored with other content",
                                      "seqs": [r["seq"] for r in differing], "first_seq": first, "last_seq": last})
-        response = {"stored": len(items), "inserted": inserted, "first_seq": first, "last_seq": last,
+        response: Response = {"stored": len(items), "inserted": inserted, "first_seq": first, "last_seq": last,
                     "duplicate": False}
         done = await conn.fetchval(
             "INSERT INTO idempotency_keys (gateway_id, key, stream, first_seq, last_seq, count, inserted, response,"
@@ -131,7 +135,7 @@ def _runs(seqs: list[int], covered: list[tuple[int, int]]) -> list[tuple[int, in
 
 
 async def _store_telemetry(conn: asyncpg.Connection, gateway_id: str, generation: str,
-                           cols: dict[str, list[Any]]) -> int:
+                           cols: Columns) -> int:
     """Insert the rows of a telemetry batch that are not stored yet; returns how many were inserted.
 
     The partitioned table cannot hold a unique (gateway, generation, seq) key, so the stored runs of
@@ -139,12 +143,13 @@ async def _store_telemetry(conn: asyncpg.Connection, gateway_id: str, generation
     an advisory lock (across receiver processes too). A batch that touches no stored range - the normal
     case - is inserted as is; an overlapping retry is compared row by row against what is stored.
     """
-    seqs: list[int] = cols["seq"]
+    seqs = int_column(cols["seq"])
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{gateway_id}/{generation}")
     covered = [(r["first_seq"], r["last_seq"]) for r in await conn.fetch(
         "SELECT first_seq, last_seq FROM telemetry_seq_ranges WHERE gateway_id = $1 AND generation = $2"
         " AND first_seq <= $4 AND last_seq >= $3 ORDER BY first_seq", gateway_id, generation, seqs[0], seqs[-1])]
     args = [cols[k] for k in TELEMETRY_COLUMNS]
+    new_seqs = seqs
     fresh = list(range(len(seqs)))
     if covered:
         old = [i for i, s in enumerate(seqs) if any(lo <= s <= hi for lo, hi in covered)]
@@ -161,8 +166,8 @@ async def _store_telemetry(conn: asyncpg.Connection, gateway_id: str, generation
         if not fresh:
             return 0
         args = [[col[i] for i in fresh] for col in args]
+        new_seqs = [seqs[i] for i in fresh]
     await conn.execute(_TELEMETRY_INSERT, gateway_id, generation, *args)
-    new_seqs = args[0]
     runs = _runs([s for s in new_seqs if not any(lo <= s <= hi for lo, hi in covered)], covered)
     if runs:
         await conn.executemany(
@@ -190,13 +195,13 @@ async def stream_marks(
     return marks
 
 
-def config_etag(version: int, config: Any) -> str:
+def config_etag(version: int, config: object) -> str:
     """Strong ETag from the version and a hash of the canonical JSON."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     return f'"{version}-{digest}"'
 
 
-async def put_config(pool: asyncpg.Pool, gateway_id: str, config: Any) -> tuple[int, str]:
+async def put_config(pool: asyncpg.Pool, gateway_id: str, config: object) -> tuple[int, str]:
     """Store a new config version (admin); objects get their ``version`` field set to it."""
     async with pool.acquire() as conn, conn.transaction():
         current = await conn.fetchval(
@@ -220,7 +225,7 @@ async def get_config(pool: asyncpg.Pool, gateway_id: str) -> tuple[str, str] | N
     return None if row is None else (row["etag"], row["config"])
 
 
-async def enqueue_command(pool: asyncpg.Pool, gateway_id: str, body: dict[str, Any]) -> None:
+async def enqueue_command(pool: asyncpg.Pool, gateway_id: str, body: Mapping[str, object]) -> None:
     """Admin: queue a command for a gateway."""
     await pool.execute(
         "INSERT INTO gateway_commands (cmd_id, gateway_id, body) VALUES ($1, $2, $3)",
@@ -228,8 +233,8 @@ async def enqueue_command(pool: asyncpg.Pool, gateway_id: str, body: dict[str, A
     )
 
 
-async def pending_commands(pool: asyncpg.Pool, gateway_id: str, limit: int) -> list[dict[str, Any]]:
-    """Unclaimed commands, oldest first."""
+async def pending_commands(pool: asyncpg.Pool, gateway_id: str, limit: int) -> list[object]:
+    """Unclaimed commands (their JSON bodies as queued), oldest first."""
     rows = await pool.fetch(
         "SELECT body FROM gateway_commands WHERE gateway_id = $1 AND state = 'pending'"
         " ORDER BY created_at, cmd_id LIMIT $2",
@@ -255,7 +260,7 @@ async def claim_command(pool: asyncpg.Pool, gateway_id: str, cmd_id: str) -> str
         return "already_claimed" if state == "claimed" else "cancelled"
 
 
-async def list_commands(pool: asyncpg.Pool, gateway_id: str) -> list[dict[str, Any]]:
+async def list_commands(pool: asyncpg.Pool, gateway_id: str) -> list[dict[str, object]]:
     """Admin: every command of a gateway with its state."""
     rows = await pool.fetch(
         "SELECT cmd_id, state, body FROM gateway_commands WHERE gateway_id = $1 ORDER BY created_at, cmd_id",
@@ -264,7 +269,7 @@ async def list_commands(pool: asyncpg.Pool, gateway_id: str) -> list[dict[str, A
     return [{"cmd_id": r["cmd_id"], "state": r["state"], "body": json.loads(r["body"])} for r in rows]
 
 
-async def stream_summary(pool: asyncpg.Pool, gateway_id: str, stream: str, *, count: bool = True) -> dict[str, Any]:
+async def stream_summary(pool: asyncpg.Pool, gateway_id: str, stream: str, *, count: bool = True) -> dict[str, object]:
     """Admin: seq range (index lookups) and, unless ``count`` is false, the row count of one stream."""
     table, where, args = (("telemetry_samples", "gateway_id = $1", (gateway_id,)) if stream == "telemetry"
                           else ("stream_items", "gateway_id = $1 AND stream = $2", (gateway_id, stream)))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import operator
 import re
-from typing import Any
+from typing import TypeGuard
 
 STREAMS = ("telemetry", "alerts", "zone_events", "command_status", "node_registrations")
 GENERATION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _OPT_STR = (str, type(None))
+_NUMBER_TYPES: set[type] = {int, float}
 _TELEMETRY_FIELDS: dict[str, tuple[type, ...]] = {
     "zone_uid": _OPT_STR,
     "node_uid": _OPT_STR,
@@ -21,11 +22,39 @@ _TELEMETRY_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _is_number(v: Any) -> bool:
+# One batch item, a JSON object as decoded: its values are checked (check_items) before they are used.
+Item = dict[str, object]
+# The items of a telemetry batch as columns (TELEMETRY_COLUMNS), what the unnest() insert takes.
+Columns = dict[str, list[object]]
+
+
+def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_envelope(doc: Any, gateway_id: str, stream: str, key: str | None) -> list[str]:
+def _all_ints(values: list[object]) -> TypeGuard[list[int]]:
+    return set(map(type, values)) == {int}
+
+
+def _all_numbers(values: list[object]) -> TypeGuard[list[float]]:
+    return set(map(type, values)) <= _NUMBER_TYPES
+
+
+def int_column(values: list[object]) -> list[int]:
+    """A column already checked to hold integers only (seq), typed as such; ValueError if it does not."""
+    if not _all_ints(values):
+        raise ValueError("column holds values other than integers (batch not checked?)")
+    return values
+
+
+def number_column(values: list[object]) -> list[float]:
+    """A column already checked to hold numbers only (ts), typed as such; ValueError if it does not."""
+    if not _all_numbers(values):
+        raise ValueError("column holds values other than numbers (batch not checked?)")
+    return values
+
+
+def check_envelope(doc: object, gateway_id: str, stream: str, key: str | None) -> list[str]:
     """Envelope problems (ids, counts, ordering, idempotency key); items are checked separately."""
     if not isinstance(doc, dict):
         return ["body must be a JSON object"]
@@ -40,10 +69,9 @@ def check_envelope(doc: Any, gateway_id: str, stream: str, key: str | None) -> l
     generation = doc.get("generation")
     if not isinstance(generation, str) or not GENERATION.match(generation):
         problems.append("generation must be 1-64 characters of [A-Za-z0-9_-]")
-    raw_seqs = [it.get("seq") if isinstance(it, dict) else None for it in items]
-    if set(map(type, raw_seqs)) != {int}:
+    seqs: list[object] = [it.get("seq") if isinstance(it, dict) else None for it in items]
+    if not _all_ints(seqs):
         return [*problems, "every item needs a positive integer seq"]
-    seqs: list[int] = raw_seqs  # type: ignore[assignment]  # checked just above
     if min(seqs) <= 0:
         return [*problems, "every item needs a positive integer seq"]
     if not all(map(operator.lt, seqs, seqs[1:])):
@@ -62,12 +90,12 @@ TELEMETRY_COLUMNS = ("seq", "zone_uid", "node_uid", "metric_type", "channel", "v
                      "ts_source", "clock_synced", "raw")
 
 
-def telemetry_columns(items: list[dict[str, Any]]) -> dict[str, list[Any]]:
+def telemetry_columns(items: list[Item]) -> Columns:
     """Items as columns (what the unnest() insert takes), built once and checked as columns."""
     return {k: [it.get(k) for it in items] for k in TELEMETRY_COLUMNS}
 
 
-def check_items(stream: str, items: list[dict[str, Any]], columns: dict[str, list[Any]] | None = None) -> list[str]:
+def check_items(stream: str, items: list[Item], columns: Columns | None = None) -> list[str]:
     """Per-item problems, each naming the seq, so the sender can isolate the bad rows."""
     if stream == "telemetry":
         if _telemetry_columns_ok(columns or telemetry_columns(items)):  # fast path: C-speed column checks
@@ -83,14 +111,11 @@ def check_items(stream: str, items: list[dict[str, Any]], columns: dict[str, lis
     return problems
 
 
-_NUMBER_TYPES = {int, float}
+def _numbers(values: list[object]) -> bool:
+    return _all_numbers(values) and all(map(math.isfinite, values))
 
 
-def _numbers(values: list[Any]) -> bool:
-    return set(map(type, values)) <= _NUMBER_TYPES and all(map(math.isfinite, values))
-
-
-def _telemetry_columns_ok(cols: dict[str, list[Any]]) -> bool:
+def _telemetry_columns_ok(cols: Columns) -> bool:
     metrics = cols["metric_type"]
     if set(map(type, metrics)) != {str} or not all(metrics):
         return False
@@ -101,7 +126,7 @@ def _telemetry_columns_ok(cols: dict[str, list[Any]]) -> bool:
     return all(set(map(type, cols[name])) <= set(types) for name, types in _TELEMETRY_FIELDS.items())
 
 
-def _telemetry_item(it: dict[str, Any]) -> list[str]:
+def _telemetry_item(it: Item) -> list[str]:
     seq = it["seq"]
     problems: list[str] = []
     if not isinstance(it.get("metric_type"), str) or not it["metric_type"]:
