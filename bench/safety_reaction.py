@@ -151,7 +151,7 @@ async def run(trials: int, rate: float, poll_hz: float) -> dict[str, float]:
 
 
 def _metric(name: str):  # type: ignore[no-untyped-def]
-    from gateway.metric_types import Metric
+    from gateway.telemetry_metrics import Metric
 
     return Metric(name)
 

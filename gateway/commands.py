@@ -18,7 +18,7 @@ from firmware_contracts.commands import CommandContractError, ValidCommand, pars
 from firmware_contracts.models import CommandResponse, CommandStatus
 from gateway.alerts import Alerts
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.registry import Registry
 from gateway.router import RejectedMessage, Routed
 from gateway.safety.gate import Dispatched, NodeNotAssigned

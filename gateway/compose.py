@@ -34,10 +34,9 @@ from gateway.broker.limits import BrokerLimits
 from gateway.broker.server import EmbeddedBroker
 from gateway.clock import Clock, SystemClock
 from gateway.commands import CommandService
-from gateway.hardware_setup import hardware_config
 from gateway.housekeeping import Housekeeping
 from gateway.ingest import Ingest
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router
@@ -128,7 +127,7 @@ async def build_services(settings: Settings, clock: Clock | None = None, *, simu
     try:
         # The local sequence marks before anything writes: the uplink's rollback check compares them.
         db_start = await capture_start(core.db)
-        hardware = await asyncio.to_thread(open_hardware, hardware_config(settings.hardware))
+        hardware = await asyncio.to_thread(open_hardware, settings.hardware)
     except BaseException:
         await core.db.close()  # an open connection's thread would keep the failed process alive
         raise

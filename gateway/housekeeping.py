@@ -11,7 +11,7 @@ import os
 from gateway.alerts import Alerts
 from gateway.broker.server import EmbeddedBroker
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.store.db import Database
 from gateway.upstream.sync import UpstreamSync
 

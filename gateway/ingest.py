@@ -22,13 +22,13 @@ from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.broker.messages import Ack
 from gateway.clock import Clock
-from gateway.metric_types import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import NodeInfo, Registry
 from gateway.router import Handler, M, RejectedMessage, Routed
 from gateway.sequences import NodeSequences, identity_of, message_identity
+from gateway.telemetry_metrics import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
 from gateway.timesync import ClockSyncProbe
 from gateway.writer import SampleRow, SeqMark, TelemetryWriter
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from firmware_contracts.topics import config_topic
 from gateway.alert_throttle import AlertThrottle
 from gateway.alerts import Alerts
 from gateway.clock import Clock
-from gateway.metrics import Metrics
 from gateway.node_config import node_channels, node_config
+from gateway.prometheus import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.router import M, RejectedMessage, Routed
 from gateway.settings import NodeConfig, ZoneConfig

@@ -19,7 +19,7 @@ from firmware_contracts.topics import ParsedTopic, TopicError, TopicKind, parse_
 from firmware_contracts.validate import JsonDocument, decode_and_validate, kind_for_topic
 from gateway.broker.messages import InboundMessage
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)

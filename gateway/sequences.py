@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.store import nodes
 from gateway.store.db import Database
 from gateway.writer import SeqMark

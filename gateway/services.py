@@ -15,7 +15,7 @@ from gateway.clock import Clock
 from gateway.commands import CommandService
 from gateway.housekeeping import Housekeeping
 from gateway.ingest import Ingest
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings
 from gateway.registry import Registry
 from gateway.router import Router

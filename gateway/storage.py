@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.store import events
 from gateway.store.db import Database
 from sync.storage_errors import storage_error_text

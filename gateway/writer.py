@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from gateway.broker.messages import Ack
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.store.db import Database
 
 log = logging.getLogger(__name__)

@@ -34,12 +34,12 @@ from gateway.automation.zone_jobs import CommandSubmitter
 from gateway.automation.zones import ZoneIds, ZonePlan, ZoneState
 from gateway.clock import Clock
 from gateway.commands import CommandRefused
-from gateway.metric_types import Metric
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings
 from gateway.store import dosing as dosing_store
 from gateway.store import kv, samples
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 
 log = logging.getLogger(__name__)
 

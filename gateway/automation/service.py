@@ -15,12 +15,12 @@ from gateway.automation.aggregate import Aggregator, RunReport
 from gateway.automation.config import AutomationConfig
 from gateway.automation.dosing_service import DosingService, ReadingSource, TelemetryLastSource
 from gateway.automation.recipes import Recipe
-from gateway.automation.scheduler import Driver, Scheduler
+from gateway.automation.schedule_runner import Driver, Scheduler
 from gateway.automation.usage_rollup import UsageRollup
 from gateway.automation.zone_jobs import CommandSubmitter, ZoneJobs
 from gateway.automation.zones import ZoneIds, ZonePlan, ZoneState, zone_plans
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.settings import ZoneConfig
 from gateway.store.db import Database
 

@@ -15,8 +15,8 @@ from typing import Protocol
 
 from gateway.alerts import Alerts
 from gateway.automation.recipes import Assignment
-from gateway.automation.scheduler import Fire, Job
-from gateway.automation.schedules import LocalTimesTrigger, Misfire
+from gateway.automation.schedule_plan import LocalTimesTrigger, Misfire
+from gateway.automation.schedule_runner import Fire, Job
 from gateway.automation.zones import ZoneIds, ZonePlan
 from gateway.commands import CommandRefused
 from gateway.store.commands import CommandJson

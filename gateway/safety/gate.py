@@ -29,8 +29,7 @@ from firmware_contracts.validate import MessageKind, validate
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.jsonvalue import as_list, as_mapping, to_float
-from gateway.metric_types import Metric
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings
 from gateway.safety.channels import PumpChannel, pump_id_of
@@ -39,6 +38,7 @@ from gateway.safety.interlock import CRITICAL_ALERT_CODES, InterlockSnapshot, ca
 from gateway.safety.rules import FailSafe, blind_sensors
 from gateway.settings import SafetySection
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 
 log = logging.getLogger(__name__)
 

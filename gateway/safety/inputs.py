@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.metric_types import Metric
 from gateway.readings import LatestReadings, Reading
 from gateway.safety.channels import PumpChannel
 from gateway.safety.rules import ChannelInputs
+from gateway.telemetry_metrics import Metric
 
 
 def channel_inputs(ch: PumpChannel, latest: LatestReadings, now: float) -> ChannelInputs:

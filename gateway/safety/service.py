@@ -15,7 +15,7 @@ from drivers.errors import SensorUnavailableError
 from drivers.interfaces import Watchdog
 from gateway.alerts import Alerts
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings
 from gateway.safety.channels import PumpChannel, pump_id_of
 from gateway.safety.gate import SafetyGate

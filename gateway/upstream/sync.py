@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.alerts import Alerts
 from gateway.clock import Clock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.settings import UpstreamSection
 from gateway.store.db import Database
 from sync.client import UpstreamClient

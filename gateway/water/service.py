@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 from gateway.alerts import Alerts
 from gateway.clock import Clock
 from gateway.jsonvalue import as_mapping
-from gateway.metric_types import Metric
 from gateway.ratelog import RateLimitedLog
 from gateway.readings import LatestReadings
 from gateway.safety.gate import SafetyGate
 from gateway.safety.rules import RaiseAlert, ResolveAlert
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 from gateway.water.config import WaterChangeConfig, WaterCycleConfig
 from gateway.water.cycle import (
     PersistState,

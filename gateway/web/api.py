@@ -8,7 +8,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from gateway.metric_types import CANONICAL_METRICS
+from gateway.telemetry_metrics import CANONICAL_METRICS
 from gateway.web import views
 from gateway.web.auth import json_error, require_read
 from gateway.web.chart_query import load_series

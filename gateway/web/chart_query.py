@@ -8,9 +8,9 @@ gateway) the whole range comes from the samples.
 
 from __future__ import annotations
 
-from gateway.metric_types import Metric
 from gateway.store import aggregates
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 from gateway.web.series import ChartPoint, ChartRange, ChartSeries
 
 

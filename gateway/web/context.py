@@ -16,7 +16,7 @@ from gateway.broker.server import EmbeddedBroker
 from gateway.clock import Clock
 from gateway.commands import CommandService
 from gateway.ingest import Ingest
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.registry import Registry
 from gateway.router import Router
 from gateway.safety.service import SafetyService

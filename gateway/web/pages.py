@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.metric_types import CANONICAL_METRICS
 from gateway.store import events, water
+from gateway.telemetry_metrics import CANONICAL_METRICS
 from gateway.web import views
 from gateway.web.actions import LOGIN_EXPIRED
 from gateway.web.api import series_for

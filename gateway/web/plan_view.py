@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.automation.dosing import Param
 from gateway.automation.recipes import Assignment, Range
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 
 if TYPE_CHECKING:
     from gateway.web.context import WebServices

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.metric_types import CANONICAL_METRICS
-from gateway.metric_types import Metric as Quantity
 from gateway.store import samples as samples_store
+from gateway.telemetry_metrics import CANONICAL_METRICS
+from gateway.telemetry_metrics import Metric as Quantity
 from gateway.web.plan_view import targets_now
 
 if TYPE_CHECKING:

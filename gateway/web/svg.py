@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from gateway.metric_types import PHYSICAL_RANGE
+from gateway.telemetry_metrics import PHYSICAL_RANGE
 from gateway.web.series import LABELS, ChartPoint, ChartSeries
 
 # A narrow viewBox keeps the 15-unit labels legible (~11 px) when a 360 px phone scales the chart down.

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from gateway.metric_types import CANONICAL_METRICS
+from gateway.telemetry_metrics import CANONICAL_METRICS
 from gateway.web.series import DECIMALS
 
 

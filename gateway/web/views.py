@@ -10,7 +10,6 @@ import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.metric_types import CANONICAL_METRICS, Metric
 from gateway.safety.interlock import CRITICAL_ALERT_CODES
 from gateway.store import commands as commands_store
 from gateway.store import events as events_store
@@ -19,6 +18,7 @@ from gateway.store import samples as samples_store
 from gateway.store.alerts import AlertJson
 from gateway.store.commands import CommandJson
 from gateway.store.events import EventJson
+from gateway.telemetry_metrics import CANONICAL_METRICS, Metric
 from gateway.web.events_text import event_sentence
 from gateway.web.plan_view import CHANGE_PHASES, reading_state, targets_now, zone_plan
 from gateway.web.series import LABELS, UNITS

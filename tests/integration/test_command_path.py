@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import gateway.safety.gate as gate_module
-from gateway.metric_types import Metric
 from gateway.readings import Reading
 from gateway.settings import settings_from_mapping
 from gateway.sim.demo import demo_config
+from gateway.telemetry_metrics import Metric
 from tests.conftest import free_port, run_gateway
 
 DB_CALLS = ("execute", "fetchone", "fetchall", "transaction", "in_thread_transaction")

@@ -7,7 +7,7 @@ import json
 
 import aiohttp
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 from tests.conftest import ADMIN_TOKEN, eventually, run_gateway
 from tests.fakes.paho_node import PahoNode
 

@@ -43,7 +43,7 @@ async def test_jammed_node_pump_answers_overcurrent_and_locks_its_channel(tmp_pa
 
 
 def _level():
-    from gateway.metric_types import Metric
+    from gateway.telemetry_metrics import Metric
 
     return Metric.WATER_LEVEL
 

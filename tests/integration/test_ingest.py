@@ -7,8 +7,8 @@ import time
 
 from gateway.clock import ManualClock
 from gateway.ingest import SampleIn
-from gateway.metric_types import Metric
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 from gateway.timesync import ClockSyncProbe
 from tests.conftest import eventually, run_gateway
 from tests.fakes.paho_node import PahoNode

@@ -8,7 +8,7 @@ import json
 import os
 import tty
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 from tests.conftest import eventually, run_gateway
 
 

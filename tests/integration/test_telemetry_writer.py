@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SystemClock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.store.db import Database
 from gateway.writer import SampleRow, TelemetryWriter
 

@@ -12,13 +12,13 @@ from typing import Any
 from gateway.alerts import Alerts
 from gateway.clock import Clock, ManualClock
 from gateway.commands import CommandService
-from gateway.metric_types import Metric
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import Registry
 from gateway.safety.gate import SafetyGate
 from gateway.settings import NodeConfig, SafetySection, ZoneConfig
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 
 Publish = Callable[[str, bytes, int, bool], Awaitable[None]]
 

@@ -16,11 +16,11 @@ from gateway.automation.dosing_service import DosingService, LatestReadingsSourc
 from gateway.automation.recipes import recipes_from_mapping
 from gateway.automation.zones import zone_plans
 from gateway.clock import ManualClock
-from gateway.metric_types import Metric
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings, Reading
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from gateway.sim.tank import TankSim
+from gateway.telemetry_metrics import Metric
 from gateway.writer import SampleRow, TelemetryWriter
 from tests.fakes.sim_doser import SimDoser, TankPublish
 from tests.integration.automation.stack import FakeZoneState, Recorder, Stack, open_stack

@@ -11,12 +11,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.automation.recipes import recipes_from_mapping
-from gateway.automation.scheduler import Fire, Job, Scheduler
-from gateway.automation.schedules import LocalTimesTrigger
+from gateway.automation.schedule_plan import LocalTimesTrigger
+from gateway.automation.schedule_runner import Fire, Job, Scheduler
 from gateway.automation.zone_jobs import ZoneJobs
 from gateway.automation.zones import ZoneIds, zone_plans
 from gateway.clock import ManualClock, SystemClock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from tests.integration.automation.stack import Recorder, Stack, advance_settled, open_stack, parked, settle
 

@@ -14,7 +14,7 @@ from gateway.automation.config import automation_config_from_dict
 from gateway.automation.recipes import RecipeError, recipes_from_mapping
 from gateway.automation.service import AutomationService
 from gateway.clock import ManualClock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.settings import ActuatorRef, NodeConfig, ZoneConfig
 from tests.integration.automation.stack import FakeZoneState, Recorder, advance_settled, open_stack, parked, settle
 

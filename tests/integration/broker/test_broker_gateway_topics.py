@@ -9,7 +9,7 @@ import aiohttp
 from conftest import PASSWORD, accounts, password_hash
 from mqtt_clients import PahoClient
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 from tests.conftest import ADMIN_TOKEN, eventually, run_gateway
 
 COMMAND = "hydro/gh1/zone-a/nd-water-1/pump_drain/command"

@@ -12,8 +12,7 @@ from drivers.sdnotify_client import SystemdNotifier
 from gateway.alerts import Alerts
 from gateway.clock import ManualClock
 from gateway.commands import CommandService
-from gateway.metric_types import Metric
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.readings import LatestReadings, Reading
 from gateway.registry import Registry
 from gateway.safety.channels import PumpChannel, build_channels
@@ -23,6 +22,7 @@ from gateway.safety.usage import UsageLogger
 from gateway.settings import Settings, settings_from_mapping
 from gateway.sim.demo import ZoneSim, demo_config
 from gateway.store.db import Database
+from gateway.telemetry_metrics import Metric
 from gateway.water.service import WaterService
 
 

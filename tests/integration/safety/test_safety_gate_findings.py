@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from gateway.commands import CommandRefused
-from gateway.metric_types import Metric
 from gateway.readings import Reading
 from gateway.settings import NodeConfig
 from gateway.sim.tank import Fault
+from gateway.telemetry_metrics import Metric
 from gateway.water.config import WaterMode
 from tests.integration.safety.harness import Harness, make_harness
 

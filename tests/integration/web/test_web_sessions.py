@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 from gateway.web.ratelimit import FailureLimiter
 from gateway.web.series import RANGES, ChartPoint, ChartSeries
 from gateway.web.sessions import SessionStore

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gateway.automation
 
-PURE = ("recipes.py", "schedules.py", "dosing.py", "config.py")
+PURE = ("recipes.py", "schedule_plan.py", "dosing.py", "config.py")
 FORBIDDEN = ("asyncio", "aiosqlite", "aiohttp", "amqtt", "drivers", "gateway.store", "gateway.commands")
 
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from gateway.automation.schedules import LocalTimesTrigger, Misfire, Plan, due_fire_times, local_instant, plan_runs
+from gateway.automation.schedule_plan import LocalTimesTrigger, Misfire, Plan, due_fire_times, local_instant, plan_runs
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.metric_types import Metric
+from gateway.telemetry_metrics import Metric
 from gateway.web.events_text import event_sentence
 from gateway.web.manual import ManualError, explain_refusal, parse_manual, water_actions_valid
 from gateway.web.plan_view import reading_state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from gateway.clock import ManualClock
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.sequences import MAX_HOLES, NodeSequences
 
 

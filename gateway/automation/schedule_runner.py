@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-from gateway.automation.schedules import Misfire, Trigger, due_fire_times, plan_runs
+from gateway.automation.schedule_plan import Misfire, Trigger, due_fire_times, plan_runs
 from gateway.clock import Clock, SystemClock
 from gateway.jsonvalue import as_mapping
-from gateway.metrics import Metrics
+from gateway.prometheus import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.store.db import Database
 
