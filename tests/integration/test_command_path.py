@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,11 @@ from gateway.telemetry_metrics import Metric
 from tests.conftest import free_port, run_gateway
 
 DB_CALLS = ("execute", "fetchone", "fetchall", "transaction", "in_thread_transaction")
-BEFORE_DB_ROUND_TRIPS = 7  # issue 16's count before the safety-gate and composition work
+# docs/architecture.md, Path 2: before this change 6 round trips (2 fetchone, 1 fetchall, 3 transactions) and
+# 36 trips to aiosqlite's worker thread; now the active alerts (1 fetchall) and the command stored in its final
+# state with its three outbox rows (1 in-thread transaction).
+ROUND_TRIPS = {"fetchall": 1, "in_thread_transaction": 1}
+THREAD_HOPS = 4  # fetchall: execute, fetchall, cursor close; the transaction: one call
 
 
 def _counting(counts: Counter[str], name: str, fn: Callable[..., Any], task: Callable[[], Any]) -> Callable[..., Any]:
@@ -47,6 +52,9 @@ async def test_a_relay_command_checks_the_interlock_once_and_makes_few_database_
         measuring: list[asyncio.Task[Any] | None] = [None]
         for name in DB_CALLS:
             monkeypatch.setattr(s.db, name, _counting(counts, name, getattr(s.db, name), lambda: measuring[0]))
+        # Every trip to aiosqlite's worker thread goes through Connection._execute.
+        monkeypatch.setattr(s.db.conn, "_execute",
+                            _counting(counts, "thread_hop", s.db.conn._execute, lambda: measuring[0]))
         monkeypatch.setattr(gate_module, "can_run_pump",
                             _counting(counts, "interlock", gate_module.can_run_pump, lambda: measuring[0]))
         measuring[0] = asyncio.current_task()
@@ -55,5 +63,16 @@ async def test_a_relay_command_checks_the_interlock_once_and_makes_few_database_
         assert record["status"] == "DONE"
         assert s.hardware.relays["a-drain"].pump_on  # the relay really switched
         assert counts["interlock"] == 1
-        round_trips = sum(counts[name] for name in DB_CALLS)
-        assert 0 < round_trips < BEFORE_DB_ROUND_TRIPS, dict(counts)
+        assert {name: counts[name] for name in DB_CALLS if counts[name]} == ROUND_TRIPS, dict(counts)
+        assert counts["thread_hop"] == THREAD_HOPS, dict(counts)
+        # Fewer trips, the same result: the record returned is the one stored, and upstream gets the
+        # command's three states as before (QUEUED, SENT, DONE), in order.
+        assert await s.commands.get(record["cmd_id"]) == record
+        assert record["zone_uid"] == "zone-a" and record["node_uid"] is None and record["target"] == "local"
+        assert record["sent_at"] is not None and record["finished_at"] is not None
+        bodies = [json.loads(r["body"]) for r in await s.db.fetchall(
+            "SELECT body FROM sync_outbox WHERE stream = 'command_status' ORDER BY id")]
+        mine = [b for b in bodies if b["cmd_id"] == record["cmd_id"]]
+        assert [b["status"] for b in mine] == ["QUEUED", "SENT", "DONE"]
+        assert mine[-1] == record
+        assert mine[0]["sent_at"] is None and mine[1]["finished_at"] is None
