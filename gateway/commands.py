@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from firmware_contracts.commands import CommandContractError, ValidCommand, parse_command
 from firmware_contracts.models import CommandResponse, CommandStatus
@@ -125,10 +125,12 @@ class CommandService:
         zone_id = self._registry.zone_id(zone_uid)
         if zone_id is None:
             raise CommandRefused(cmd_id, f"unknown zone {zone_uid!r}", 404)
-        cmd_id = cmd_id or uuid.uuid4().hex
-        existing = await self.get(cmd_id)
-        if existing is not None:  # upstream retries and QoS 1 repeats: same cmd_id, same command
-            return existing
+        if cmd_id is not None:  # upstream retries and QoS 1 repeats: same cmd_id, same command
+            existing = await self.get(cmd_id)
+            if existing is not None:
+                return existing
+        else:  # a fresh uuid4 cannot be stored yet: no lookup
+            cmd_id = uuid.uuid4().hex
         local = node_uid is None and self._gate.is_local(channel)
         node_id: int | None = None
         if not local:
@@ -138,34 +140,86 @@ class CommandService:
             if node.zone_id != zone_id:
                 raise CommandRefused(cmd_id, f"node {node_uid!r} is not in zone {zone_uid!r}", 422)
             node_id = node.id
-        await self._insert(cmd_id, zone_id, node_id, channel, "local" if local else "node", command, source)
-        await self._dispatch(cmd_id, zone_id, channel, None if local else node_uid, command, source)
-        record = await self.get(cmd_id)
-        assert record is not None
-        return record
+        # The registry knows the uids: the record is built here, not read back from the database.
+        record = store.new_record(
+            cmd_id=cmd_id, zone_uid=zone_uid, node_uid=None if local else node_uid, channel=channel,
+            target="local" if local else "node", cmd=command.name.value, params=command.params, source=source,
+            now=self._clock.time(),
+        )
+        if local:
+            return await self._run_local(record, zone_id, command)
+        # Stored before anything is published: the node may answer before the publish returns.
+        await store.insert(self._db, record, zone_id=zone_id, node_id=node_id)
+        self._metrics.commands.labels(status="QUEUED").inc()
+        latest = await self._dispatch(cmd_id, zone_id, channel, node_uid, command, source)
+        if latest is None:  # the node answered first (its status is further on): show what is stored
+            stored = await self.get(cmd_id)
+            assert stored is not None
+            return stored
+        return latest
+
+    async def _run_local(self, queued: CommandJson, zone_id: int, command: ValidCommand) -> CommandJson:
+        """A gateway relay: the gate's answer is known when ``dispatch`` returns, so the command is stored once,
+        in its final state, with the outbox rows of every state it went through (QUEUED, SENT, DONE/FAILED).
+
+        Nothing outside this process can answer a relay command, so nothing needs to find it stored before the
+        switch. Should the database fail after the switch, the relay stays as the gate left it (a timed run is
+        ended by the safety loop's timer, which needs no database) and the error reaches the caller.
+        """
+        cmd_id, channel, source = queued["cmd_id"], queued["channel"], queued["source"]
+        states = [queued]
+        try:
+            result = await self._gate.dispatch(zone_id, channel, None, command, cmd_id, source)
+        except NodeNotAssigned:
+            result = Dispatched("FAILED", "node_unassigned")
+            states.append(_moved(queued, Status.FAILED, self._clock.time(), error_code="node_unassigned"))
+        else:
+            now = self._clock.time()
+            if result.status == "REFUSED":
+                states.append(_moved(queued, Status.FAILED, now, error_code="interlock",
+                                     details={"reason": result.reason or "interlock"}))
+            else:
+                sent = _moved(queued, Status.SENT, now)
+                states += [sent, _moved(sent, Status(result.status), now, error_code=result.reason)]
+        await store.insert_finished(self._db, states, zone_id=zone_id, node_id=None)
+        for state in states:
+            self._metrics.commands.labels(status=state["status"]).inc()
+        final = states[-1]
+        if final["status"] == Status.FAILED:
+            log.warning("command %s %s (%s)", cmd_id, final["status"], final["error_code"])
+        if result.status == "REFUSED":
+            reason = result.reason or "interlock"
+            await self._refused(cmd_id, zone_id, command, channel, source, reason)
+        return final
+
+    async def _refused(
+        self, cmd_id: str, zone_id: int, command: ValidCommand, channel: str, source: str, reason: str
+    ) -> NoReturn:
+        """Record the refusal as a zone event and tell the caller."""
+        await self._alerts.record_event(
+            zone_id,
+            "COMMAND_REFUSED",
+            {"cmd_id": cmd_id, "cmd": command.name.value, "channel": channel, "source": source, "reason": reason},
+        )
+        raise CommandRefused(cmd_id, reason)
 
     async def _dispatch(
         self, cmd_id: str, zone_id: int, channel: str, node_uid: str | None, command: ValidCommand, source: str
-    ) -> None:
+    ) -> CommandJson | None:
+        """Send a stored node command through the gate; returns the command as this call left it (None when
+        its status did not move, e.g. the node answered first)."""
         try:
             result = await self._gate.dispatch(zone_id, channel, node_uid, command, cmd_id, source)
         except NodeNotAssigned:
-            await self._set_status(cmd_id, Status.FAILED, error_code="node_unassigned")
-            return
+            return await self._set_status(cmd_id, Status.FAILED, error_code="node_unassigned")
         if result.status == "REFUSED":
             reason = result.reason or "interlock"
             await self._set_status(cmd_id, Status.FAILED, error_code="interlock", details={"reason": reason})
-            await self._alerts.record_event(
-                zone_id,
-                "COMMAND_REFUSED",
-                {"cmd_id": cmd_id, "cmd": command.name.value, "channel": channel, "source": source, "reason": reason},
-            )
-            raise CommandRefused(cmd_id, reason)
+            await self._refused(cmd_id, zone_id, command, channel, source, reason)
         if result.status == "SENT":
-            await self._set_status(cmd_id, Status.SENT)
-            return
+            return await self._set_status(cmd_id, Status.SENT)
         await self._set_status(cmd_id, Status.SENT)
-        await self._set_status(cmd_id, Status(result.status), error_code=result.reason)
+        return await self._set_status(cmd_id, Status(result.status), error_code=result.reason)
 
     async def resend_in_flight(self) -> int:
         """After a restart: send node commands that were SENT but never answered again (nodes ignore repeats);
@@ -197,10 +251,8 @@ class CommandService:
         status = _STATUS_OF_RESPONSE[resp.status]
         details = dict(resp.details)
         changed = await self._set_status(cmd_id, status, error_code=resp.error_code, details=details)
-        if changed and status is Status.FAILED and self._on_error is not None:
-            record = await self.get(cmd_id)
-            assert record is not None
-            await self._on_error(record, resp.error_code or "error", details)
+        if changed is not None and status is Status.FAILED and self._on_error is not None:
+            await self._on_error(changed, resp.error_code or "error", details)
 
     async def sweep_once(self) -> int:
         """Mark SENT/ACK commands older than the timeout as TIMEOUT."""
@@ -220,26 +272,10 @@ class CommandService:
         row = await store.get(self._db, cmd_id)
         return None if row is None else row.record
 
-    async def _insert(
-        self,
-        cmd_id: str,
-        zone_id: int,
-        node_id: int | None,
-        channel: str,
-        target: str,
-        command: ValidCommand,
-        source: str,
-    ) -> None:
-        await store.insert(
-            self._db, cmd_id=cmd_id, zone_id=zone_id, node_id=node_id, channel=channel, target=target,
-            cmd=command.name.value, params=command.params, source=source, now=self._clock.time(),
-        )
-        self._metrics.commands.labels(status="QUEUED").inc()
-
     async def _set_status(
         self, cmd_id: str, status: Status, *, error_code: str | None = None, details: Mapping[str, object] | None = None
-    ) -> bool:
-        """Move forward only (a late ACK after DONE is ignored); returns True when the status changed."""
+    ) -> CommandJson | None:
+        """Move forward only (a late ACK after DONE is ignored); returns the command when its status changed."""
         column = {Status.SENT: "sent_at", Status.ACK: "ack_at"}.get(status, "finished_at")
 
         def may_move(current: str) -> bool:
@@ -248,9 +284,30 @@ class CommandService:
 
         moved = await store.advance(self._db, cmd_id, status.value, may_move=may_move, at_column=column,
                                     error_code=error_code, details=details, now=self._clock.time())
-        if not moved:
-            return False
+        if moved is None:
+            return None
         self._metrics.commands.labels(status=status.value).inc()
         if status in (Status.FAILED, Status.TIMEOUT):
             log.warning("command %s %s (%s)", cmd_id, status.value, error_code)
-        return True
+        return moved
+
+
+def _moved(
+    record: CommandJson, status: Status, now: float, *, error_code: str | None = None,
+    details: Mapping[str, object] | None = None,
+) -> CommandJson:
+    """``record`` moved on to ``status`` at ``now`` (what ``store.advance`` would write), as a new record."""
+    moved = record.copy()
+    moved["status"] = status.value
+    moved["updated_at"] = now
+    if status is Status.SENT:
+        moved["sent_at"] = now
+    elif status is Status.ACK:
+        moved["ack_at"] = now
+    else:
+        moved["finished_at"] = now
+    if error_code is not None:
+        moved["error_code"] = error_code
+    if details is not None:
+        moved["details"] = dict(details)
+    return moved

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -210,4 +211,10 @@ async def enqueue(conn: aiosqlite.Connection, stream: str, body: Mapping[str, ob
     when the change is committed and in commit order.
     """
     cur = await conn.execute(ENQUEUE_SQL, (stream, json.dumps(body, default=str), created_at))
+    return int(cur.lastrowid or 0)
+
+
+def enqueue_in_thread(conn: sqlite3.Connection, stream: str, body: Mapping[str, object], created_at: float) -> int:
+    """``enqueue`` for code already on the database thread (``Database.in_thread_transaction``): same row."""
+    cur = conn.execute(ENQUEUE_SQL, (stream, json.dumps(body, default=str), created_at))
     return int(cur.lastrowid or 0)

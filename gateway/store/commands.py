@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
 import aiosqlite
 
 from gateway.store.db import Database
-from sync.outbox import enqueue
+from sync.outbox import enqueue, enqueue_in_thread
 from sync.streams import COMMAND_STATUS
 
 
@@ -92,27 +93,64 @@ async def recent(db: Database, zone_id: int | None = None, limit: int = 50) -> l
     return [_stored(r).record for r in rows]
 
 
-async def insert(
-    db: Database,
+def new_record(
     *,
     cmd_id: str,
-    zone_id: int,
-    node_id: int | None,
+    zone_uid: str,
+    node_uid: str | None,
     channel: str,
     target: str,
     cmd: str,
     params: Mapping[str, object],
     source: str,
     now: float,
-) -> None:
-    """Store a new QUEUED command and queue its status upstream (one transaction)."""
+) -> CommandJson:
+    """A QUEUED command as it will be stored, built in memory (the caller knows the uids from the registry)."""
+    return CommandJson(
+        cmd_id=cmd_id, channel=channel, target=target, cmd=cmd, params=dict(params), source=source, status="QUEUED",
+        error_code=None, details={}, created_at=now, sent_at=None, ack_at=None, finished_at=None, updated_at=now,
+        zone_uid=zone_uid, node_uid=node_uid,
+    )
+
+
+_INSERT = (
+    "INSERT INTO commands(cmd_id, zone_id, node_id, channel, target, cmd, params, source, status, error_code,"
+    " details, created_at, sent_at, ack_at, finished_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _insert_params(record: CommandJson, zone_id: int, node_id: int | None) -> tuple[object, ...]:
+    r = record
+    return (r["cmd_id"], zone_id, node_id, r["channel"], r["target"], r["cmd"], json.dumps(r["params"]), r["source"],
+            r["status"], r["error_code"], json.dumps(r["details"]), r["created_at"], r["sent_at"], r["ack_at"],
+            r["finished_at"], r["updated_at"])
+
+
+async def insert(db: Database, record: CommandJson, *, zone_id: int, node_id: int | None) -> None:
+    """Store a new QUEUED command and queue its status upstream (one transaction).
+
+    A node command is stored this way before anything is published: the node may answer before the publish
+    returns, and its answer must find the command.
+    """
     async with db.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO commands(cmd_id, zone_id, node_id, channel, target, cmd, params, source, status,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?, 'QUEUED', ?, ?)",
-            (cmd_id, zone_id, node_id, channel, target, cmd, json.dumps(dict(params)), source, now, now),
-        )
-        await _queue(conn, cmd_id, now)
+        await conn.execute(_INSERT, _insert_params(record, zone_id, node_id))
+        await enqueue(conn, COMMAND_STATUS, record, record["updated_at"])
+
+
+async def insert_finished(
+    db: Database, states: Sequence[CommandJson], *, zone_id: int, node_id: int | None
+) -> None:
+    """Store a command whose outcome is already known (a gateway relay) in its last state, with one
+    ``command_status`` outbox row per state it went through (QUEUED, SENT, DONE …): the same rows as when
+    each state was written on its own, in ONE transaction and one trip to the database thread."""
+    final = states[-1]
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute(_INSERT, _insert_params(final, zone_id, node_id))
+        for state in states:
+            enqueue_in_thread(conn, COMMAND_STATUS, state, state["updated_at"])
+
+    await db.in_thread_transaction(write)
 
 
 async def advance(
@@ -125,25 +163,39 @@ async def advance(
     error_code: str | None,
     details: Mapping[str, object] | None,
     now: float,
-) -> bool:
+) -> CommandJson | None:
     """Move the command to ``status`` if ``may_move(current status)``, stamping ``at_column``; queue it upstream.
 
-    ``error_code`` None keeps the stored one, ``details`` None the stored details. Returns True when it moved.
+    ``error_code`` None keeps the stored one, ``details`` None the stored details. Returns the command as it
+    now is when it moved (built from the row read in the same transaction), None when it did not.
     """
     if at_column not in ("sent_at", "ack_at", "finished_at"):
         raise ValueError(f"not a command time column: {at_column!r}")
     async with db.transaction() as conn:
-        async with conn.execute("SELECT status FROM commands WHERE cmd_id=?", (cmd_id,)) as cur:
+        async with conn.execute(_WITH_UIDS + " WHERE c.cmd_id=?", (cmd_id,)) as cur:
             row = await cur.fetchone()
-        if row is None or not may_move(str(row[0])):
-            return False
+        if row is None or not may_move(str(row["status"])):
+            return None
         await conn.execute(
             f"UPDATE commands SET status=?, {at_column}=?, updated_at=?, error_code=COALESCE(?, error_code),"
             " details=CASE WHEN ? IS NULL THEN details ELSE ? END WHERE cmd_id=?",
             (status, now, now, error_code, None if details is None else 1, json.dumps(details or {}), cmd_id),
         )
-        await _queue(conn, cmd_id, now)
-    return True
+        record = _stored(row).record  # the UPDATE above, applied in memory
+        record["status"] = status
+        if at_column == "sent_at":
+            record["sent_at"] = now
+        elif at_column == "ack_at":
+            record["ack_at"] = now
+        else:
+            record["finished_at"] = now
+        record["updated_at"] = now
+        if error_code is not None:
+            record["error_code"] = error_code
+        if details is not None:
+            record["details"] = dict(details)
+        await enqueue(conn, COMMAND_STATUS, record, now)
+    return record
 
 
 async def in_flight(db: Database, since: float) -> list[InFlight]:
@@ -169,10 +221,3 @@ async def overdue(db: Database, before: float) -> list[str]:
         (before,),
     )
     return [str(r["cmd_id"]) for r in rows]
-
-
-async def _queue(conn: aiosqlite.Connection, cmd_id: str, now: float) -> None:
-    async with conn.execute(_WITH_UIDS + " WHERE c.cmd_id=?", (cmd_id,)) as cur:
-        row = await cur.fetchone()
-    assert row is not None  # written in this transaction
-    await enqueue(conn, COMMAND_STATUS, _stored(row).record, now)
