@@ -65,6 +65,14 @@ class CommandGate(Protocol):
         """Interlock (for anything that actuates), then the relay or the node."""
         ...
 
+    def local_running(self, zone_id: int, channel: str) -> bool:
+        """Is this gateway relay's pump running now?"""
+        ...
+
+    async def undo_local_start(self, zone_id: int, channel: str) -> None:
+        """Stop a relay pump started by a command that could not be recorded."""
+        ...
+
 
 ErrorHook = Callable[[CommandJson, str, Mapping[str, object]], Awaitable[None]]
 
@@ -163,11 +171,12 @@ class CommandService:
         in its final state, with the outbox rows of every state it went through (QUEUED, SENT, DONE/FAILED).
 
         Nothing outside this process can answer a relay command, so nothing needs to find it stored before the
-        switch. Should the database fail after the switch, the relay stays as the gate left it (a timed run is
-        ended by the safety loop's timer, which needs no database) and the error reaches the caller.
+        switch. Should the database fail after the switch, a pump this command started is stopped again and the
+        error reaches the caller: an error means nothing happened, as when the command was stored first.
         """
         cmd_id, channel, source = queued["cmd_id"], queued["channel"], queued["source"]
         states = [queued]
+        was_running = self._gate.local_running(zone_id, channel)
         try:
             result = await self._gate.dispatch(zone_id, channel, None, command, cmd_id, source)
         except NodeNotAssigned:
@@ -181,7 +190,13 @@ class CommandService:
             else:
                 sent = _moved(queued, Status.SENT, now)
                 states += [sent, _moved(sent, Status(result.status), now, error_code=result.reason)]
-        await store.insert_finished(self._db, states, zone_id=zone_id, node_id=None)
+        try:
+            await store.insert_finished(self._db, states, zone_id=zone_id, node_id=None)
+        except Exception:
+            # The caller gets an error: a pump this command started must not keep running unrecorded.
+            if result.status == "DONE" and command.pump_on and not was_running:
+                await self._gate.undo_local_start(zone_id, channel)
+            raise
         for state in states:
             self._metrics.commands.labels(status=state["status"]).inc()
         final = states[-1]

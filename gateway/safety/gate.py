@@ -351,6 +351,18 @@ class SafetyGate:
                 ch.off_lease_until = None  # an operator stop gets the plain max-OFF limit
         return Dispatched("SENT")
 
+    def local_running(self, zone_id: int, channel: str) -> bool:
+        """Is the gateway relay ``channel`` of the zone running its pump now?"""
+        ch = self._resolve(zone_id, channel, None)
+        return ch is not None and ch.relay_on
+
+    async def undo_local_start(self, zone_id: int, channel: str) -> None:
+        """Stop a relay pump that a command started but could not record: the caller gets an error, so nothing
+        may have happened. An NC pump is left running (ON is its safe state; the duty cycle takes it from there)."""
+        ch = self._resolve(zone_id, channel, None)
+        if ch is not None and ch.relay is not None and ch.fail_safe is FailSafe.NO:
+            await self._switch_off(ch, "command_not_recorded", None)
+
     async def _run_local(self, ch: PumpChannel | None, command: ValidCommand, source: str) -> Dispatched:
         if ch is None or ch.relay is None:
             return Dispatched("FAILED", "unknown_relay")

@@ -128,12 +128,12 @@ async def test_a_node_command_is_stored_before_it_is_published_and_returns_what_
         node.close()
 
 
-async def test_a_relay_command_that_cannot_be_stored_leaves_the_relay_to_its_timer(
+async def test_a_relay_command_that_cannot_be_stored_is_undone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The decision for gateway relays (docs/architecture.md, Path 2): stored once the outcome is known; a
-    database that refuses the write after the switch gets the error to the caller, and the timed run still
-    ends on the safety loop's timer."""
+    database that refuses the write after the switch gets the error to the caller and the pump it started is
+    stopped again, so an error still means nothing happened."""
     cfg = demo_config(tmp_path / "data", http_port=free_port(), mqtt_port=free_port())
     for zone in cfg["zones"]:
         zone["water_cycle"]["recirc"]["enabled"] = False
@@ -150,10 +150,11 @@ async def test_a_relay_command_that_cannot_be_stored_leaves_the_relay_to_its_tim
         await s.db.fetchone("PRAGMA query_only = 1")  # no write succeeds, as with a full disk
         try:
             with pytest.raises(sqlite3.OperationalError):
-                await s.commands.submit("zone-a", "a-drain", "run_pump", {"duration_s": 1}, source="api")
-            assert relay.pump_on  # the interlock passed: the relay switched
-            await eventually(lambda: not relay.pump_on)  # and the safety loop's timer ended the run
-            assert any(r.getMessage().endswith("OFF (timer)") for r in caplog.records), caplog.text
+                await s.commands.submit("zone-a", "a-drain", "run_pump", {"duration_s": 600}, source="api")
+            assert not relay.pump_on  # started (the interlock passed), then stopped when it could not be stored
+            messages = [r.getMessage() for r in caplog.records]
+            assert any(m.endswith("ON (command:run_pump:api)") for m in messages), caplog.text
+            assert any(m.endswith("OFF (command_not_recorded)") for m in messages), caplog.text
         finally:
             await s.db.fetchone("PRAGMA query_only = 0")
         assert await s.db.fetchall("SELECT cmd_id FROM commands WHERE channel = 'a-drain'") == []
