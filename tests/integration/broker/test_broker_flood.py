@@ -56,7 +56,7 @@ def latencies(sink: RecordingSink) -> list[float]:
 
 
 async def test_qos0_flood_is_dropped_over_the_rate_limit_and_nobody_else_notices(broker_factory):
-    broker, sink = await broker_factory(rate_limit_msgs_per_s=RATE, rate_limit_burst=RATE, broadcast_queue_max=1000)
+    broker, sink = await broker_factory(rate_limit_msgs_per_s=RATE, rate_limit_burst=RATE)
     loop = asyncio.get_running_loop()
     async with other_device() as device:
         rss, probe = RssPeak(), LagProbe()
@@ -76,7 +76,7 @@ async def test_qos0_flood_is_dropped_over_the_rate_limit_and_nobody_else_notices
 
 
 async def test_qos1_flood_is_slowed_down_to_the_rate_not_queued(broker_factory):
-    broker, sink = await broker_factory(rate_limit_msgs_per_s=RATE, rate_limit_burst=RATE, broadcast_queue_max=1000)
+    broker, sink = await broker_factory(rate_limit_msgs_per_s=RATE, rate_limit_burst=RATE)
     loop = asyncio.get_running_loop()
     async with other_device() as device:
         rss, probe = RssPeak(), LagProbe()
@@ -96,27 +96,44 @@ async def test_qos1_flood_is_slowed_down_to_the_rate_not_queued(broker_factory):
 
 
 class GatedSink(RecordingSink):
-    """A router that has stopped taking messages until ``gate`` is set."""
+    """A router whose bounded queue holds ``size`` messages and that takes none until ``gate`` is set."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         super().__init__()
         self.gate = asyncio.Event()
+        self.queue: asyncio.Queue[InboundMessage] = asyncio.Queue(size)
+        self.task = asyncio.create_task(self._run())
 
     async def put(self, message: InboundMessage) -> None:
+        await self.queue.put(message)
+
+    def offer(self, message: InboundMessage) -> bool:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def _run(self) -> None:
         await self.gate.wait()
-        await super().put(message)
+        while True:
+            await RecordingSink.put(self, await self.queue.get())
 
 
 async def test_full_queue_drops_new_qos0_and_holds_back_qos1_publishers(broker_factory):
-    sink = GatedSink()
-    broker, _ = await broker_factory(sink=sink, broadcast_queue_max=100)
+    sink = GatedSink(100)
+    broker, _ = await broker_factory(sink=sink)
     noisy = PahoClient("nd-noisy", broker.port)
     careful = PahoClient("nd-careful", broker.port)
     await noisy.connect()
     await careful.connect()
     for n in range(300):
         await noisy.publish("hydro/gh1/zone-a/nd-noisy/telemetry", {"n": n}, qos=0)
-    await eventually(lambda: broker.stats().get("dropped_qos0_queue_full", 0) == 199)  # 100 queued + 1 at the gate
+    await eventually(lambda: broker.stats().get("dropped_qos0_queue_full", 0) == 200)  # 100 queued
     assert broker.stats()["inbound_queue"] == 100
 
     info = careful.client.publish("hydro/gh1/zone-a/nd-careful/telemetry", b'{"n": "qos1"}', qos=1)
@@ -125,10 +142,11 @@ async def test_full_queue_drops_new_qos0_and_holds_back_qos1_publishers(broker_f
     sink.gate.set()
     await asyncio.to_thread(info.wait_for_publish, 5.0)
     assert info.is_published() and info.rc == mqtt.MQTT_ERR_SUCCESS
-    await eventually(lambda: len(sink.messages) == 102)
-    assert [json.loads(m.payload)["n"] for m in sink.messages] == [*range(101), "qos1"]  # arrival order kept
+    await eventually(lambda: len(sink.messages) == 101)
+    assert [json.loads(m.payload)["n"] for m in sink.messages] == [*range(100), "qos1"]  # arrival order kept
     await noisy.disconnect()
     await careful.disconnect()
+    sink.task.cancel()
 
 
 async def test_telemetry_nobody_subscribes_to_costs_no_delivery_work(broker_factory):
