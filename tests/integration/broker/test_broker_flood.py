@@ -15,7 +15,11 @@ import paho.mqtt.client as mqtt
 from conftest import RecordingSink
 from mqtt_clients import LagProbe, PahoClient, RssPeak, flood
 
+from firmware_contracts.validate import JsonDocument
 from gateway.broker.messages import InboundMessage
+from gateway.clock import SystemClock
+from gateway.prometheus import Metrics
+from gateway.router import Routed, Router
 from tests.conftest import eventually
 
 FLOOD = "hydro/gh1/zone-a/nd-flood/telemetry"
@@ -160,3 +164,43 @@ async def test_telemetry_nobody_subscribes_to_costs_no_delivery_work(broker_fact
     stats = broker.stats()
     assert (stats["subscriptions"], stats["outbound_backlog"], stats["inflight_out"]) == (0, 0, 0)
     await node.disconnect()
+
+
+async def test_the_routers_queue_is_the_only_one_a_message_waits_in(broker_factory):
+    # Production wiring: the broker admits straight into the real router's bounded queue. While the router
+    # is not draining it, QoS 0 beyond its size is dropped and counted, QoS 1 gets no PUBACK; once it
+    # drains, every accepted message reaches the handler in arrival order.
+    metrics = Metrics()
+    router = Router(metrics, SystemClock(), queue_max=100)
+    seen: list[object] = []
+
+    async def on_telemetry(routed: Routed[JsonDocument]) -> None:
+        seen.append(routed.payload)
+
+    router.on_telemetry(on_telemetry)
+    broker, _ = await broker_factory(sink=router)
+    noisy = PahoClient("nd-noisy", broker.port)
+    careful = PahoClient("nd-careful", broker.port)
+    await noisy.connect()
+    await careful.connect()
+    doc = {"metric_type": "ph", "value": 5.92, "ts": 1735732800, "channel": "ph1", "boot": "a3f9c1", "seq": 0}
+    for n in range(150):
+        await noisy.publish("hydro/gh1/zone-a/nd-noisy/telemetry", {**doc, "seq": n}, qos=0)
+    await eventually(lambda: broker.stats().get("dropped_qos0_queue_full", 0) == 50)
+    assert router.depth == broker.stats()["inbound_queue"] == 100
+    assert metrics.registry.get_sample_value("hydro_router_queue_depth") == 100
+
+    info = careful.client.publish("hydro/gh1/zone-a/nd-careful/telemetry",
+                                  json.dumps({**doc, "seq": 999}).encode(), qos=1)
+    await asyncio.to_thread(info.wait_for_publish, 0.5)
+    assert not info.is_published()  # no room in the one queue: not accepted, no PUBACK
+    draining = asyncio.create_task(router.run())
+    try:
+        await asyncio.to_thread(info.wait_for_publish, 5.0)
+        assert info.is_published() and info.rc == mqtt.MQTT_ERR_SUCCESS
+        await eventually(lambda: len(seen) == 101)
+        assert [d["seq"] for d in seen] == [*range(100), 999]  # type: ignore[index]
+    finally:
+        draining.cancel()
+        await noisy.disconnect()
+        await careful.disconnect()
