@@ -11,9 +11,9 @@ Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 - anonymous sessions keep no offline queue (~365–366, 1034–1040; upstream #27) → every session is treated as
   identified: demo nodes have persistent sessions too;
 - a QoS 0 publish is delivered at the subscription's QoS (line 1023) → min(publish, granted) [MQTT-3.8.4-6];
-- unbounded broadcast queue, one task per delivery, 5 s PUBACK timeouts → a bounded inbound queue drained
-  by one dispatcher, a bounded outbox per session, and a topic → subscribers cache so a topic nobody
-  subscribes to (telemetry) costs one dict lookup;
+- unbounded broadcast queue, one task per delivery, 5 s PUBACK timeouts → admission straight into the
+  router's bounded queue (the sink; no second queue), a bounded outbox per session, and a topic →
+  subscribers cache so a topic nobody subscribes to (telemetry) costs one dict lookup;
 - a failed login still took over (closed) the connected client with that id, and a client with another
   username took over or resumed the session (subscriptions, queued commands) of a client id → credentials
   first; a client id held by another account's live or persistent session is refused (CONNACK 2);
