@@ -94,6 +94,12 @@ async def _gateway_broker(probe: _Probe, port: int, scenario: str) -> Any:
             if ack is not None:
                 ack.set()
 
+        def offer(self, message: InboundMessage) -> bool:  # QoS 0 since the broker's own queue went away
+            probe.seen(message.topic, message.payload)
+            return True
+
+        depth = 0
+
     kwargs: dict[str, Any] = {}
     try:
         from gateway.broker.limits import BrokerLimits

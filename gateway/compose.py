@@ -204,7 +204,9 @@ def _build_core(settings: Settings, clock: Clock) -> _Core:
     alerts = Alerts(db, clock, metrics)
     latest = LatestReadings()
     ing = settings.ingest
-    router = Router(metrics, clock, ing.router_queue_max, settings.broker.max_payload_bytes)
+    # The one queue between broker and handlers holds what the broker's and the router's queues held in series.
+    router = Router(metrics, clock, settings.broker.broadcast_queue_max + ing.router_queue_max,
+                    settings.broker.max_payload_bytes)
     accounts = [Account(u.username, u.password_hash, u.role) for u in settings.broker.users]
     broker = EmbeddedBroker(
         settings.broker.host,

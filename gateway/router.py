@@ -1,5 +1,7 @@
-"""The in-loop router: a bounded queue fed by the broker and serial links, drained into async handlers.
+"""The in-loop router: the one bounded queue fed by the broker and serial links, drained into async handlers.
 
+The broker admits a PUBLISH straight into this queue (``put`` for QoS 1/2 and wills, ``offer`` for QoS 0,
+which the broker drops when the queue is full); there is no second queue of the same message in front of it.
 Messages that arrive before the handlers are ready wait in the queue; nothing is ever run on
 another loop or thread, and every handler is awaited. A message's ``Ack`` (QoS 1/2) is completed here
 once its handler returned, unless the handler handed it to the telemetry writer (``Ack.defer``).
@@ -114,6 +116,15 @@ class Router:
         """Queue a message; waits (back-pressure on the publisher) when the queue is full."""
         await self._queue.put(message)
         self._metrics.router_queue_depth.set(self._queue.qsize())
+
+    def offer(self, message: InboundMessage) -> bool:
+        """Queue a message if there is room; False (not queued) when the queue is full."""
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            return False
+        self._metrics.router_queue_depth.set(self._queue.qsize())
+        return True
 
     @property
     def depth(self) -> int:

@@ -82,6 +82,7 @@ class BrokerSection(_Section):
     keepalive_grace: float = Field(default=1.5, ge=1.0, le=5.0)
     max_payload_bytes: int = Field(default=65536, ge=256)
     client_queue_max: int = Field(default=1000, ge=10)
+    # With ingest.router_queue_max, the size of the one queue from the broker to the router (compose.py).
     broadcast_queue_max: int = Field(default=5000, ge=100)
     rate_limit_msgs_per_s: float = Field(default=500.0, gt=0)
     rate_limit_burst: int = Field(default=1000, ge=1)

@@ -19,8 +19,6 @@ class BrokerLimits:
     max_payload_bytes: int = 65536
     # Per client: messages waiting to be sent to it (its in-flight window is on top of this).
     client_queue_max: int = 1000
-    # Accepted inbound messages waiting for the router (shared by all clients).
-    broadcast_queue_max: int = 5000
     # Per client (service accounts exempt): QoS 0 beyond the rate is dropped, QoS 1 is slowed down.
     rate_limit_msgs_per_s: float = 500.0
     rate_limit_burst: int = 1000
@@ -62,7 +60,6 @@ class BrokerLimits:
             keepalive_grace=section.keepalive_grace,
             max_payload_bytes=section.max_payload_bytes,
             client_queue_max=section.client_queue_max,
-            broadcast_queue_max=section.broadcast_queue_max,
             rate_limit_msgs_per_s=section.rate_limit_msgs_per_s,
             rate_limit_burst=section.rate_limit_burst,
             inflight_retry_s=section.inflight_retry_s,

@@ -67,7 +67,10 @@ class InboundMessage:
 
 
 class MessageSink(Protocol):
-    """Receives inbound messages in arrival order; ``put`` may wait (back-pressure) but never drops silently.
+    """The bounded queue of inbound messages (the router's), in arrival order.
+
+    ``put`` may wait (back-pressure) but never drops; ``offer`` never waits and says False when full, so
+    that the caller (the broker, for QoS 0) counts the drop.
 
     The sink owns ``message.ack``: it completes it once the message is durable (or dropped as invalid);
     until then the node gets no PUBACK.
@@ -75,4 +78,13 @@ class MessageSink(Protocol):
 
     async def put(self, message: InboundMessage) -> None:
         """Queue one message for the router."""
+        ...
+
+    def offer(self, message: InboundMessage) -> bool:
+        """Queue one message if there is room, at once; False when full."""
+        ...
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting."""
         ...

@@ -11,9 +11,9 @@ Patched amqtt 0.12.1 defects (the per-connection ones are listed in handler.py):
 - anonymous sessions keep no offline queue (~365–366, 1034–1040; upstream #27) → every session is treated as
   identified: demo nodes have persistent sessions too;
 - a QoS 0 publish is delivered at the subscription's QoS (line 1023) → min(publish, granted) [MQTT-3.8.4-6];
-- unbounded broadcast queue, one task per delivery, 5 s PUBACK timeouts → a bounded inbound queue drained
-  by one dispatcher, a bounded outbox per session, and a topic → subscribers cache so a topic nobody
-  subscribes to (telemetry) costs one dict lookup;
+- unbounded broadcast queue, one task per delivery, 5 s PUBACK timeouts → admission straight into the
+  router's bounded queue (the sink; no second queue), a bounded outbox per session, and a topic →
+  subscribers cache so a topic nobody subscribes to (telemetry) costs one dict lookup;
 - a failed login still took over (closed) the connected client with that id, and a client with another
   username took over or resumed the session (subscriptions, queued commands) of a client id → credentials
   first; a client id held by another account's live or persistent session is refused (CONNACK 2);
@@ -97,9 +97,9 @@ async def _close(writer: WriterAdapter, transport: asyncio.WriteTransport | None
 class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt's Broker with the gateway's login, ACL, bounded admission and delivery.
 
-    Every accepted PUBLISH (and will) goes through one bounded queue to the router sink, in arrival order,
-    then to MQTT subscribers. Overridden rather than done in amqtt plugins: plugin events run as
-    fire-and-forget tasks, which would lose ordering and back-pressure.
+    Every accepted PUBLISH (and will) is put straight into the sink (the router's bounded queue, the only
+    queue it waits in), in arrival order, then delivered to MQTT subscribers. Overridden rather than done in
+    amqtt plugins: plugin events run as fire-and-forget tasks, which would lose ordering and back-pressure.
     """
 
     def __init__(self, config: dict[str, Any], sink: MessageSink, authenticator: Authenticator, acl: TopicACL,
@@ -113,8 +113,6 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         self.refusals: Counter[str] = Counter()  # drained into Prometheus by the app
         self.last_refused: dict[str, tuple[str, str]] = {}  # reason → (client, detail) of its latest
         self.counters: Counter[str] = Counter()  # monotonic totals, for stats()
-        self._inbound: asyncio.Queue[InboundMessage] = asyncio.Queue(self.limits.broadcast_queue_max)
-        self._dispatcher: asyncio.Task[None] | None = None
         self._routes: dict[str, tuple[tuple[Session, int], ...]] = {}
         self._connections = 0  # TCP connections, pre-login ones included
         self._established = 0  # connections past CONNECT: what max_connections bounds
@@ -126,13 +124,15 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
 
     # ------------------------------------------------------------------ start / stop
     async def start(self) -> None:
-        """Open the listener and start the dispatcher."""
+        """Open the listener."""
         self._closing = False
         await super().start()
-        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="broker-dispatch")
 
     async def shutdown(self) -> None:
-        """Stop accepting, close every session (no wills: the gateway is going, not the nodes), drain the queue."""
+        """Stop accepting, close every session (no wills: the gateway is going, not the nodes).
+
+        What was accepted already waits in the sink; the router handles it (``Router.dispatch_pending``).
+        """
         self._closing = True
         for server in self._servers.values():
             if server.instance is not None:
@@ -141,16 +141,9 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         await asyncio.gather(*(handler.stop() for _, handler in list(self._sessions.values())),
                              return_exceptions=True)
         await super().shutdown()
-        try:
-            await asyncio.wait_for(self._inbound.join(), 1.0)
-        except TimeoutError:
-            log.warning("broker stopped with %d accepted messages not handed to the router", self._inbound.qsize())
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
 
     async def _broadcast_loop(self) -> None:
-        # amqtt's broadcast queue and loop are replaced by _dispatch_loop and the outboxes; this keeps the
+        # amqtt's broadcast queue and loop are replaced by admit → sink and the outboxes; this keeps the
         # task amqtt's shutdown expects.
         await self._broadcast_shutdown_waiter
 
@@ -328,7 +321,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
     # ------------------------------------------------------------------ inbound
     async def admit(self, handler: GatewayProtocolHandler, topic: str, payload: bytes, qos: int,
                     retain: bool, ack: Ack | None = None, dup: bool = False) -> bool:
-        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), bounded queue, retain.
+        """Accept one PUBLISH: ACL, rate limit (QoS 0 dropped, QoS 1/2 delayed), the sink's bounded queue, retain.
 
         Returning False drops the message (not routed, not retained, and ``ack`` is not the router's to
         complete); the handler then acknowledges it at once, as MQTT 3.1.1 has no negative PUBACK and an
@@ -368,32 +361,25 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
         message = InboundMessage(topic, payload, session.client_id or "", session.username, qos, self.clock.time(),
                                  ack=ack, dup=dup)
         if qos:
-            await self._inbound.put(message)
-        else:
-            try:
-                self._inbound.put_nowait(message)
-            except asyncio.QueueFull:
-                self.note("dropped_qos0_queue_full", handler.who, f"{self._inbound.maxsize} waiting")
-                return False
+            # Waiting for room here (not reading the client's next packet) is the back-pressure on QoS 1/2.
+            await self.sink.put(message)
+        elif not self.sink.offer(message):
+            self.note("dropped_qos0_queue_full", handler.who, f"{self.sink.depth} waiting")
+            return False
+        self._to_subscribers(message)
         if retain:
             await self.retain_message(session, topic, payload, qos)
         return True
 
-    async def _dispatch_loop(self) -> None:
-        queue = self._inbound
-        while True:
-            message = await queue.get()
-            try:
-                await self.sink.put(message)
-                if self._subscriptions:
-                    self._fan_out(message.topic, message.payload, message.qos)
-            except Exception:
-                # A bug on one message must not stop ingestion for every node (nor leave it in flight).
-                log.exception("dispatching %s from %s failed", message.topic, message.client_id)
-                if message.ack is not None:
-                    message.ack.set()
-            finally:
-                queue.task_done()
+    def _to_subscribers(self, message: InboundMessage) -> None:
+        """Hand an accepted message (already in the sink) to the MQTT subscribers of its topic."""
+        if not self._subscriptions:
+            return
+        try:
+            self._fan_out(message.topic, message.payload, message.qos)
+        except Exception:
+            # A delivery bug must not end the publisher's connection; the router has the message already.
+            log.exception("delivering %s from %s failed", message.topic, message.client_id)
 
     async def _handle_message_delivery(self, client_session: Session, handler: Any, wait_deliver: Any) -> bool:
         # Our handler admits PUBLISHes as it reads them and never fills amqtt's per-session delivery queue;
@@ -423,7 +409,8 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             return  # the gateway shutting down is not the node going offline
         message = InboundMessage(topic, payload, session.client_id or "", session.username, force_qos or 0,
                                  self.clock.time())
-        await self._inbound.put(message)
+        await self.sink.put(message)
+        self._to_subscribers(message)
 
     async def retain_message(self, source_session: Session | None, topic_name: str | None,
                              data: bytes | bytearray | None, qos: int | None = None) -> None:
@@ -542,8 +529,7 @@ class GatewayBroker(Broker):  # type: ignore[misc]  # amqtt ships no type inform
             "sessions": len(sessions),
             "subscriptions": sum(len(v) for v in self._subscriptions.values()),
             "retained": len(self._retained_messages),
-            "inbound_queue": self._inbound.qsize(),
-            "inbound_queue_max": self._inbound.maxsize,
+            "inbound_queue": self.sink.depth,
             "outbound_backlog": sum(len(self.outbox(s)) for s in sessions),
             "inflight_out": sum(len(s.inflight_out) for s in sessions),
             **self.counters,

@@ -42,6 +42,17 @@ class RecordingSink:
         if message.ack is not None:  # recorded is as durable as it gets here: the broker may acknowledge
             message.ack.set()
 
+    def offer(self, message: InboundMessage) -> bool:
+        """Record a QoS 0 message (never full)."""
+        self.messages.append(message)
+        self.arrived_at.append(asyncio.get_running_loop().time())
+        return True
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting: none, each is recorded as it arrives."""
+        return 0
+
     def on(self, topic: str) -> list[InboundMessage]:
         """Messages received on ``topic``."""
         return [m for m in self.messages if m.topic == topic]
