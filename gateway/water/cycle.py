@@ -81,6 +81,23 @@ class WaterEvent(StrEnum):
     ACKNOWLEDGED = "WATER_CHANGE_ACKNOWLEDGED"
 
 
+class OperatorRequest(StrEnum):
+    """What an operator may ask of a zone's water machine (web form, JSON API); carried out on the next tick."""
+
+    START = "start"
+    ABORT = "abort"
+    ACK = "ack"
+
+    @property
+    def event(self) -> WaterEvent:
+        """The zone event that records this request being carried out (it names who asked)."""
+        return {
+            OperatorRequest.START: WaterEvent.STARTED,
+            OperatorRequest.ABORT: WaterEvent.ABORTED,
+            OperatorRequest.ACK: WaterEvent.ACKNOWLEDGED,
+        }[self]
+
+
 @dataclass(frozen=True)
 class SetPump:
     """Switch a pump ON/OFF (pump terms; starts still pass the shell's interlock)."""

@@ -24,10 +24,12 @@ from gateway.store.db import Database
 from gateway.telemetry_metrics import Metric
 from gateway.water.config import WaterChangeConfig, WaterCycleConfig
 from gateway.water.cycle import (
+    OperatorRequest,
     PersistState,
     RecordEvent,
     SetPump,
     WaterAction,
+    WaterEvent,
     WaterInputs,
     WaterPhase,
     WaterState,
@@ -48,8 +50,8 @@ class ZoneWater:
     cfg: WaterCycleConfig
     state: WaterState = field(default_factory=WaterState)
     recirc: RecircState = field(default_factory=RecircState)
-    requests: set[str] = field(default_factory=set)
-    requested_by: dict[str, str] = field(default_factory=dict)
+    requests: set[OperatorRequest] = field(default_factory=set)
+    requested_by: dict[WaterEvent, str] = field(default_factory=dict)
 
 
 class WaterService:
@@ -134,9 +136,9 @@ class WaterService:
             ec_age_s=None if ec is None else now - ec.taken_mono,
             can_run_drain=drain[0],
             can_run_fill=fill[0],
-            operator_start="start" in requests,
-            operator_abort="abort" in requests,
-            operator_ack_failed="ack" in requests,
+            operator_start=OperatorRequest.START in requests,
+            operator_abort=OperatorRequest.ABORT in requests,
+            operator_ack_failed=OperatorRequest.ACK in requests,
             interlock_reason=drain[1] or fill[1],
         )
 
@@ -157,7 +159,7 @@ class WaterService:
                 await self._set_pump(zw, action.channel_role.value, action.on)
             elif isinstance(action, RecordEvent):
                 details = dict(action.details)
-                by = zw.requested_by.pop(action.type.value, None)
+                by = zw.requested_by.pop(action.type, None)
                 if by:
                     details["by"] = by
                 await self._alerts.record_event(zw.zone_id, action.type.value, details)
@@ -199,29 +201,26 @@ class WaterService:
         await self._db.put_state(f"water.{zw.zone_uid}", zw.state.to_dict(), self._clock.time())
 
     # ---- operator actions (web/API) ---------------------------------------------------------
-    def request(self, zone_uid: str, what: str, by: str) -> bool:
-        """Queue an operator request (start | abort | ack) for the next tick; False if the zone has none."""
+    def request(self, zone_uid: str, what: OperatorRequest, by: str) -> bool:
+        """Queue an operator request for the next tick; False if the zone has no water cycle."""
         zw = self.zones.get(zone_uid)
         if zw is None:
             return False
         zw.requests.add(what)
-        event = {"start": "WATER_CHANGE_STARTED", "abort": "WATER_CHANGE_ABORTED", "ack": "WATER_CHANGE_ACKNOWLEDGED"}[
-            what
-        ]
-        zw.requested_by[event] = by
+        zw.requested_by[what.event] = by  # named in the event the machine records when it carries it out
         return True
 
     async def start_change(self, zone_uid: str, by: str) -> bool:
         """Operator: start a water change now."""
-        return self.request(zone_uid, "start", by)
+        return self.request(zone_uid, OperatorRequest.START, by)
 
     async def abort(self, zone_uid: str, by: str) -> bool:
         """Operator: abort the running water change."""
-        return self.request(zone_uid, "abort", by)
+        return self.request(zone_uid, OperatorRequest.ABORT, by)
 
     async def ack_failed(self, zone_uid: str, by: str) -> bool:
         """Operator: acknowledge a FAILED water change (back to NORMAL_RECIRC)."""
-        return self.request(zone_uid, "ack", by)
+        return self.request(zone_uid, OperatorRequest.ACK, by)
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         """Per zone water state for the status page."""

@@ -8,16 +8,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.water.cycle import OperatorRequest
 from gateway.web.auth import Principal, json_error, require_admin
 from gateway.web.context import gw
 
 if TYPE_CHECKING:
-    from gateway.water.service import WaterService
     from gateway.web.context import WebServices
 
 log = logging.getLogger(__name__)
-
-WATER_ACTIONS = ("start", "abort", "ack")
 
 
 class ActionError(Exception):
@@ -41,19 +39,13 @@ async def water_action(g: WebServices, zone_uid: str, action: str, by: str) -> N
     """Ask the water machine to start, abort or acknowledge a water change (done on its next tick)."""
     if g.registry.zone_id(zone_uid) is None:
         raise ActionError(404, f"unknown zone {zone_uid!r}")
-    if action not in WATER_ACTIONS:
-        raise ActionError(404, f"unknown water action {action!r}")
-    if not await _call_water(g.water, action, zone_uid, by):
+    try:
+        request = OperatorRequest(action)  # the URL's word, parsed once at the edge
+    except ValueError:
+        raise ActionError(404, f"unknown water action {action!r}") from None
+    if not g.water.request(zone_uid, request, by):
         raise ActionError(409, f"zone {zone_uid!r} has no water cycle configured")
     log.info("water %s requested in zone %s by %s", action, zone_uid, by)
-
-
-async def _call_water(water: WaterService, action: str, zone_uid: str, by: str) -> bool:
-    if action == "start":
-        return await water.start_change(zone_uid, by)
-    if action == "abort":
-        return await water.abort(zone_uid, by)
-    return await water.ack_failed(zone_uid, by)
 
 
 # ---- JSON API ---------------------------------------------------------------------------------
