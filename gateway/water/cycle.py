@@ -53,6 +53,12 @@ class WaterPhase(StrEnum):
         return self is not WaterPhase.NORMAL_RECIRC
 
 
+CHANGE_PHASES = frozenset(
+    {WaterPhase.WATER_CHANGE_DRAIN, WaterPhase.WATER_CHANGE_FILL, WaterPhase.WATER_CHANGE_STABILIZE}
+)
+"""The phases of a running water change (what an operator may abort)."""
+
+
 class PumpRole(StrEnum):
     """The pumps a water change uses."""
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.commands import CommandRefused
+from gateway.water.cycle import CHANGE_PHASES
 from gateway.web.actions import form_admin, safe_next, set_flash
 from gateway.web.context import gw
 
@@ -33,7 +34,6 @@ ROLE_WORDS = {
     "fill": "fill pump (adds fresh water)",
     "irrigation": "irrigation pump",
 }
-CHANGE_PHASES = ("WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL", "WATER_CHANGE_STABILIZE")
 
 
 REASON_WORDS = {

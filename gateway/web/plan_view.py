@@ -12,12 +12,12 @@ from zoneinfo import ZoneInfo
 from gateway.automation.dosing import Param
 from gateway.automation.recipes import Assignment, Range
 from gateway.telemetry_metrics import Metric
+from gateway.water.cycle import CHANGE_PHASES
 
 if TYPE_CHECKING:
     from gateway.web.context import WebServices
 
 DAY_S = 86400.0
-CHANGE_PHASES = frozenset({"WATER_CHANGE_DRAIN", "WATER_CHANGE_FILL", "WATER_CHANGE_STABILIZE"})
 
 
 def _assignment(g: WebServices, zone_uid: str) -> Assignment | None:

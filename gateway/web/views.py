@@ -19,8 +19,9 @@ from gateway.store.alerts import AlertJson
 from gateway.store.commands import CommandJson
 from gateway.store.events import EventJson
 from gateway.telemetry_metrics import CANONICAL_METRICS, Metric
+from gateway.water.cycle import CHANGE_PHASES
 from gateway.web.events_text import event_sentence
-from gateway.web.plan_view import CHANGE_PHASES, reading_state, targets_now, zone_plan
+from gateway.web.plan_view import reading_state, targets_now, zone_plan
 from gateway.web.series import LABELS, UNITS
 
 if TYPE_CHECKING:
