@@ -39,6 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench scripts run as files; the PostgreSQL helper lives in tests/fakes
 
+from common import cpu_s, postgres_cpu_s
+
 TOKEN = "fleet-token"
 
 
@@ -177,38 +179,6 @@ class Sampler(threading.Thread):
                 refused += int(s.get("status_429", 0))
             self.samples.append((time.time(), rows, refused))
             self.stop.wait(1.0)
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int, children: bool = False) -> float:
-    """User + system CPU seconds of a process (plus its reaped children's)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
-    return ticks / CLK_TCK
-
-
-def postgres_cpu_s(data_dir: Path | None) -> float:
-    """CPU seconds of the PostgreSQL server and its live backends (0 when it is not ours)."""
-    if data_dir is None:
-        return 0.0
-    try:
-        master = int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    total = cpu_s(master, children=True)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            total += cpu_s(int(stat.parent.name))
-    return total
 
 
 def pct(values: list[float], q: float) -> float:

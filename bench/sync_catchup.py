@@ -36,13 +36,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench scripts run as files; the PostgreSQL helper lives in tests/fakes
 
-from common import connect_ro, max_id  # bench/ is on sys.path when run as a file
+from common import connect_ro, cpu_s, max_id, postgres_cpu_s  # bench/ is on sys.path when run as a file
 from ingest import GatewaySystem, Generators
 
 from gateway.tools.seed_db import add_samples, migrate
 from tests.fakes.postgres import PostgresCluster
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN = "bench-token"
 GATEWAY = "gw-bench"
 GATEWAY_2 = "gw-bench-ingesting"
@@ -62,15 +61,6 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def stored(url: str, *, exact: bool = True, gateway: str = GATEWAY) -> int:
     """Telemetry rows the receiver holds (exact count) or its highest seq (cheap, for progress)."""
     req = urllib.request.Request(f"{url}/admin/gateways/{gateway}/streams/telemetry{'' if exact else '?count=0'}",
@@ -78,25 +68,6 @@ def stored(url: str, *, exact: bool = True, gateway: str = GATEWAY) -> int:
     with urllib.request.urlopen(req, timeout=10) as resp:
         doc = json.load(resp)
     return int(doc["count"] if exact else doc["max_seq"] or 0)
-
-
-def postgres_cpu_s(data_dir: Path | None) -> float:
-    """CPU seconds of the PostgreSQL server and its backends (0 when it is not ours to inspect)."""
-    if data_dir is None:
-        return 0.0
-    try:
-        master = int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    total = cpu_s(master)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == master:
-            total += (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / CLK_TCK
-    return total
 
 
 def run(args: argparse.Namespace, dsn: str, work: Path, pg_data: Path | None) -> dict[str, Any]:
