@@ -82,8 +82,9 @@ class BrokerSection(_Section):
     keepalive_grace: float = Field(default=1.5, ge=1.0, le=5.0)
     max_payload_bytes: int = Field(default=65536, ge=256)
     client_queue_max: int = Field(default=1000, ge=10)
-    # With ingest.router_queue_max, the size of the one queue from the broker to the router (compose.py).
-    broadcast_queue_max: int = Field(default=5000, ge=100)
+    # With ingest.router_queue_max, the size of the one queue from the broker to the router (compose.py):
+    # ~1 KB of RSS per waiting message, 1,500 is ~0.2 s of the router's rate; deeper only held memory (RSS target).
+    broadcast_queue_max: int = Field(default=1000, ge=100)
     rate_limit_msgs_per_s: float = Field(default=500.0, gt=0)
     rate_limit_burst: int = Field(default=1000, ge=1)
     inflight_retry_s: float = Field(default=20.0, gt=0)
@@ -119,7 +120,8 @@ class IngestSection(_Section):
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # Rows waiting for the writer: 200 ms of a 20,000 samples/s overload; more only held memory (RSS target).
     queue_max: int = Field(default=4_000, ge=100)
-    router_queue_max: int = Field(default=2_000, ge=100)
+    # Messages between broker and router (~1 KB each): the router drains it on the same loop, depth buys nothing.
+    router_queue_max: int = Field(default=500, ge=100)
     max_future_skew_s: float = Field(default=300.0, ge=0)
 
 

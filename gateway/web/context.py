@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import jinja2
 from aiohttp import web
 
 from gateway.alerts import Alerts
@@ -29,6 +28,9 @@ from gateway.water.service import WaterService
 from gateway.web.ratelimit import FailureLimiter
 from gateway.web.sessions import SessionStore
 from gateway.writer import TelemetryWriter
+
+if TYPE_CHECKING:
+    from gateway.web.templating import PageTemplates
 
 
 class SimulationView(Protocol):
@@ -73,7 +75,7 @@ class WebState:
     services: WebServices
     sessions: SessionStore
     limiter: FailureLimiter
-    templates: jinja2.Environment
+    templates: PageTemplates
 
 
 STATE_KEY = web.AppKey("web_state", WebState)

@@ -20,7 +20,7 @@ from gateway.web.pages import render
 async def login_form(request: web.Request) -> web.Response:
     """GET /login?next=/alerts."""
     nxt = safe_next(request.query.get("next"))
-    return render(request, "login.html", title="Log in", api=None, next=nxt, error=None, username="")
+    return await render(request, "login.html", title="Log in", api=None, next=nxt, error=None, username="")
 
 
 async def login(request: web.Request) -> web.Response:
@@ -35,19 +35,19 @@ async def login(request: web.Request) -> web.Response:
     wait = st.limiter.retry_after(key)
     if wait is not None:
         st.services.metrics.web_locked_refusals.inc()
-        resp = _page(request, nxt, "Too many failed attempts. Try again in a minute.", 429, user)
+        resp = await _page(request, nxt, "Too many failed attempts. Try again in a minute.", 429, user)
         resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
         return resp
     cfg = st.services.settings.web
     if not cfg.admin_token:
-        return _page(request, nxt, "Login is disabled: no admin token is configured.", 403, user)
+        return await _page(request, nxt, "Login is disabled: no admin token is configured.", 403, user)
     # Both compared in full so a wrong user name costs the same time as a wrong password.
     ok_user = secrets_equal(user, cfg.admin_user)
     ok_password = secrets_equal(password, cfg.admin_token)
     if not (ok_user and ok_password):
         st.limiter.failure(key)
         st.services.metrics.web_auth_failures.labels(via="login").inc()
-        return _page(request, nxt, "Wrong user name or password.", 401, user)
+        return await _page(request, nxt, "Wrong user name or password.", 401, user)
     st.limiter.success(key)
     st.sessions.drop(request.cookies.get(SESSION_COOKIE))
     session = st.sessions.create(cfg.admin_user)
@@ -71,8 +71,8 @@ async def logout(request: web.Request) -> web.Response:
     raise resp
 
 
-def _page(request: web.Request, nxt: str, error: str, status: int, username: str) -> web.Response:
-    resp = render(request, "login.html", title="Log in", api=None, next=nxt, error=error, username=username)
+async def _page(request: web.Request, nxt: str, error: str, status: int, username: str) -> web.Response:
+    resp = await render(request, "login.html", title="Log in", api=None, next=nxt, error=error, username=username)
     resp.set_status(status)
     return resp
 

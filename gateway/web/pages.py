@@ -27,7 +27,7 @@ EXPIRED_MESSAGE = (
 )
 
 
-def render(request: web.Request, template: str, *, title: str, api: str | None, **context: Any) -> web.Response:
+async def render(request: web.Request, template: str, *, title: str, api: str | None, **context: Any) -> web.Response:
     """Render a page template with the common context (session, CSRF token, nav, script config)."""
     st = state(request)
     g = st.services
@@ -47,7 +47,8 @@ def render(request: web.Request, template: str, *, title: str, api: str | None, 
         "path": request.path_qs,
         "admin": session is not None,
     }
-    html = st.templates.get_template(template).render(
+    env = await st.templates.environment()
+    html = env.get_template(template).render(
         title=title,
         gateway_id=g.settings.gateway.id,
         user=session.user if session is not None else None,
@@ -88,7 +89,7 @@ async def overview_page(request: web.Request) -> web.Response:
     """GET /: zones, alerts, sync and the gateway itself."""
     guard(request)
     data = await views.overview(gw(request))
-    return render(request, "overview.html", title="Overview", api="/api/overview", data=data)
+    return await render(request, "overview.html", title="Overview", api="/api/overview", data=data)
 
 
 async def zone_page(request: web.Request) -> web.Response:
@@ -116,7 +117,7 @@ async def zone_page(request: web.Request) -> web.Response:
             }
         )
     activity = await activity_for(g, zone_uid, data["zone"], rng.span_s)
-    return render(
+    return await render(
         request,
         "zone.html",
         title=data["zone"]["name"],
@@ -169,14 +170,15 @@ async def chart_image(request: web.Request) -> web.Response:
 async def nodes_page(request: web.Request) -> web.Response:
     """GET /nodes."""
     guard(request)
-    return render(request, "nodes.html", title="Nodes", api="/api/nodes", data=await views.nodes_view(gw(request)))
+    data = await views.nodes_view(gw(request))
+    return await render(request, "nodes.html", title="Nodes", api="/api/nodes", data=data)
 
 
 async def alerts_page(request: web.Request) -> web.Response:
     """GET /alerts: safety locks with their reset button, active and recent alerts."""
     guard(request)
     data = await views.alerts_view(gw(request))
-    return render(request, "alerts.html", title="Alerts", api="/api/alerts", data=data)
+    return await render(request, "alerts.html", title="Alerts", api="/api/alerts", data=data)
 
 
 def add_routes(app: web.Application) -> None:

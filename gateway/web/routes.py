@@ -14,7 +14,7 @@ from gateway.web.context import STATE_KEY, WebState
 from gateway.web.ingest_api import MAX_INGEST_BODY
 from gateway.web.ratelimit import FailureLimiter
 from gateway.web.sessions import SessionStore
-from gateway.web.templating import make_environment
+from gateway.web.templating import PageTemplates
 
 if TYPE_CHECKING:
     from gateway.web.context import WebServices
@@ -50,7 +50,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 def build_app(services: WebServices) -> web.Application:
     """Create the aiohttp application."""
     app = web.Application(client_max_size=MAX_INGEST_BODY, middlewares=[security_headers])
-    templates = make_environment(services.settings.gateway.timezone)
+    templates = PageTemplates(services.settings.gateway.timezone)
     app[STATE_KEY] = WebState(
         services=services,
         sessions=SessionStore(services.clock.monotonic),
@@ -65,7 +65,7 @@ def build_app(services: WebServices) -> web.Application:
         # The version query changes with the file's content, so browsers never run a stale script.
         return str(static.url_for(filename=filename))
 
-    templates.globals["static"] = static_url
+    templates.set_global("static", static_url)
     return app
 
 
