@@ -118,8 +118,9 @@ class IngestSection(_Section):
     # SQLite's synchronous pragma: NORMAL (WAL synced at checkpoints; a power cut may lose the last
     # commits) or FULL (WAL synced at every commit; a power cut loses nothing acknowledged).
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    # Rows waiting for the writer: 200 ms of a 20,000 samples/s overload; more only held memory (RSS target).
-    queue_max: int = Field(default=4_000, ge=100)
+    # Rows waiting for the writer, besides the batch being committed (up to 10 x batch_size): with 2,000 the
+    # next full batch is ready when a commit ends, so more only held memory (ingest bench RSS target).
+    queue_max: int = Field(default=2_000, ge=100)
     # Messages between broker and router (~1 KB each): the router drains it on the same loop, depth buys nothing.
     router_queue_max: int = Field(default=500, ge=100)
     max_future_skew_s: float = Field(default=300.0, ge=0)

@@ -91,6 +91,7 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         self._pump_waiting = False
         # Received QoS 1/2 messages not yet acknowledged, in arrival order: (packet type, packet id, handle).
         self._acks: deque[tuple[int, int, Ack]] = deque()
+        self._send_acks_soon = self._send_acks  # one bound method for all of this client's waiting acks
         self._sock: Any = None
         self._quickack_due = False
 
@@ -326,7 +327,7 @@ class GatewayProtocolHandler(BrokerProtocolHandler):  # type: ignore[misc]  # am
         if ack.done() and len(acks) == 1:
             self._send_acks()
         else:
-            ack.on_done(self._send_acks)
+            ack.on_done(self._send_acks_soon)
             if not self._quickack_due:
                 self._quickack_due = True
                 self._loop.call_soon(self._quickack)

@@ -13,12 +13,18 @@ class Ack:
 
     The broker sends the PUBACK when it is done; whoever takes over the message's durability (the telemetry
     writer) calls ``defer()`` so that the router does not complete it when the handler returns.
+
+    One exists per message waiting for the router or the writer (thousands at overload), so it is a plain slot
+    object: an ``asyncio.Future`` with a done-callback (plus its copied context) cost ~3x the memory. A future is
+    made only for ``wait()``, which the broker calls on the oldest message of a client at its ack window.
     """
 
-    __slots__ = ("_future", "deferred", "failed")
+    __slots__ = ("_callback", "_done", "_waiter", "deferred", "failed")
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done = False
+        self._callback: Callable[[], None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self.deferred = False
         self.failed = False
 
@@ -28,26 +34,51 @@ class Ack:
 
     def set(self) -> None:
         """Complete the handle (idempotent)."""
-        if not self._future.done():
-            self._future.set_result(None)
+        if not self._done:
+            self._complete()
 
     def fail(self) -> None:
         """The message could not be made durable (storage error): it must not be acknowledged."""
-        if not self._future.done():
+        if not self._done:
             self.failed = True
-            self._future.set_result(None)
+            self._complete()
+
+    def _complete(self) -> None:
+        self._done = True
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            # Soon, not now (as a future's callbacks): a group commit completes many acks in one go, and the
+            # broker then writes all their PUBACKs at once.
+            asyncio.get_running_loop().call_soon(callback)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def done(self) -> bool:
         """True once it may be acknowledged."""
-        return self._future.done()
+        return self._done
 
     def on_done(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` when done (at once, soon, if already done)."""
-        self._future.add_done_callback(lambda _f: callback())
+        """Call ``callback()`` when done (at once, soon, if already done). One callback per ack (the broker's)."""
+        if self._done:
+            asyncio.get_running_loop().call_soon(callback)
+            return
+        previous = self._callback
+        if previous is None:
+            self._callback = callback
+        else:
+            def both() -> None:
+                previous()
+                callback()
+            self._callback = both
 
     async def wait(self) -> None:
         """Wait until done."""
-        await asyncio.shield(self._future)
+        if self._done:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
 
 
 @dataclass(frozen=True, slots=True)
