@@ -28,9 +28,10 @@ from gateway.readings import LatestReadings, Reading
 from gateway.registry import NodeInfo, Registry
 from gateway.router import Handler, M, RejectedMessage, Routed
 from gateway.sequences import NodeSequences, identity_of, message_identity
+from gateway.store.nodes import SeqMark
 from gateway.telemetry_metrics import PHYSICAL_RANGE, UnknownMetricError, normalize_metric_type
 from gateway.timesync import ClockSyncProbe
-from gateway.writer import SampleRow, SeqMark, TelemetryWriter
+from gateway.writer import SampleRow, TelemetryWriter
 
 log = logging.getLogger(__name__)
 

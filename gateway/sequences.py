@@ -24,7 +24,7 @@ from gateway.clock import Clock
 from gateway.prometheus import Metrics
 from gateway.store import nodes
 from gateway.store.db import Database
-from gateway.writer import SeqMark
+from gateway.store.nodes import SeqMark
 
 log = logging.getLogger(__name__)
 

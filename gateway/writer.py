@@ -23,6 +23,7 @@ from gateway.broker.messages import Ack
 from gateway.clock import Clock
 from gateway.prometheus import Metrics
 from gateway.store.db import Database
+from gateway.store.nodes import SeqMark
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +100,6 @@ def _execute_rows(conn: sqlite3.Connection, statement: tuple[str, int, str], row
     for size in _chunk_sizes(len(rows), chunk):
         conn.execute(_multi_row_sql(statement, size), list(chain.from_iterable(rows[start : start + size])))
         start += size
-
-
-class SeqMark(NamedTuple):
-    """A node's message-sequence state after one message (``node_sequences`` row; see gateway/sequences.py)."""
-
-    node_id: int
-    boot: str
-    high: int
-    holes: str
-    gaps: int
-    duplicates: int
-    updated_at: float
 
 
 _UPSERT_SEQ = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiosqlite
 
@@ -68,9 +69,9 @@ class NodeWrite:
     hello: Mapping[str, object]
 
 
-@dataclass(frozen=True)
-class SequenceRow:
-    """The committed message identity of one node (``node_sequences``); ``holes`` is the JSON text."""
+class SeqMark(NamedTuple):
+    """One ``node_sequences`` row: a node's committed message identity (``holes`` is the JSON text). The writer
+    stores it in the group commit (the tuple is its parameter row); ``sequences`` reads it back at start."""
 
     node_id: int
     boot: str
@@ -78,6 +79,7 @@ class SequenceRow:
     holes: str
     gaps: int
     duplicates: int
+    updated_at: float
 
 
 _NODES_SQL = "SELECT n.*, z.uid AS zone_uid FROM nodes n LEFT JOIN zones z ON z.id = n.zone_id"
@@ -222,7 +224,8 @@ async def set_online(db: Database, node_id: int, online: bool, now: float) -> No
 
 
 # ---- node_sequences ------------------------------------------------------------------------------
-async def sequences(db: Database) -> list[SequenceRow]:
+async def sequences(db: Database) -> list[SeqMark]:
     """The committed message identity of every node that sends one."""
-    rows = await db.fetchall("SELECT node_id, boot, high, holes, gaps, duplicates FROM node_sequences")
-    return [SequenceRow(int(r[0]), str(r[1]), int(r[2]), str(r[3] or ""), int(r[4]), int(r[5])) for r in rows]
+    rows = await db.fetchall("SELECT node_id, boot, high, holes, gaps, duplicates, updated_at FROM node_sequences")
+    return [SeqMark(int(r[0]), str(r[1]), int(r[2]), str(r[3] or ""), int(r[4]), int(r[5]), float(r[6]))
+            for r in rows]
