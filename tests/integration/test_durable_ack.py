@@ -15,6 +15,7 @@ import aiohttp
 
 from gateway.store.db import Database
 from tests.conftest import ADMIN_TOKEN, eventually, run_gateway
+from tests.fakes.mqtt_clients import RawClient, publish_packet
 from tests.fakes.paho_node import PahoNode
 
 HELLO = {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1.0.0"}
@@ -29,58 +30,19 @@ async def _hello(gw: Any) -> PahoNode:
     return node
 
 
-def _mqtt_string(value: str) -> bytes:
-    data = value.encode()
-    return struct.pack("!H", len(data)) + data
+async def _raw_node(port: int) -> RawClient:
+    """A byte-level client for the exact PUBLISH (DUP flag, packet id) a test asks for."""
+    raw = RawClient(port)
+    code, _session = await raw.connect("nd-ph-1")
+    assert code == 0, "CONNACK refused"
+    return raw
 
 
-def _packet(first: int, body: bytes) -> bytes:
-    out, n = bytearray([first]), len(body)
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out) + body
-
-
-class RawNode:
-    """A byte-level MQTT 3.1.1 client: sends exactly the PUBLISH (DUP flag, packet id) a test asks for."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def connect(self, client_id: str) -> None:
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        body = _mqtt_string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 30) + _mqtt_string(client_id)
-        self.writer.write(_packet(0x10, body))
-        kind, body = await self._read()
-        assert kind == 2 and body[1] == 0, "CONNACK refused"
-
-    async def publish_qos1(self, topic: str, payload: dict[str, Any], pid: int, dup: bool) -> None:
-        """PUBLISH at QoS 1 and wait for its PUBACK."""
-        assert self.writer is not None
-        first = 0x32 | (0x08 if dup else 0)
-        self.writer.write(_packet(first, _mqtt_string(topic) + struct.pack("!H", pid) + json.dumps(payload).encode()))
-        kind, body = await self._read()
-        assert kind == 4 and struct.unpack("!H", body)[0] == pid, f"expected PUBACK {pid}, got type {kind}"
-
-    async def _read(self) -> tuple[int, bytes]:
-        assert self.reader is not None
-        first = (await asyncio.wait_for(self.reader.readexactly(1), 10))[0]
-        length, multiplier = 0, 1
-        while True:
-            byte = (await self.reader.readexactly(1))[0]
-            length += (byte & 0x7F) * multiplier
-            multiplier *= 128
-            if not byte & 0x80:
-                break
-        return first >> 4, (await self.reader.readexactly(length)) if length else b""
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+async def _publish_qos1(raw: RawClient, payload: dict[str, Any], pid: int, dup: bool) -> None:
+    """PUBLISH at QoS 1 and wait for its PUBACK."""
+    raw.send(publish_packet(TOPIC, json.dumps(payload).encode(), qos=1, pid=pid, dup=dup))
+    kind, _flags, body = await raw.read_packet(timeout=10)
+    assert kind == 4 and struct.unpack("!H", body)[0] == pid, f"expected PUBACK {pid}, got type {kind}"
 
 
 async def _values(db: Database) -> list[float]:
@@ -123,12 +85,11 @@ async def test_a_resent_message_is_stored_once_with_or_without_dup_and_across_a_
               "boot": "b-17", "seq": 1}
     async with run_gateway(settings) as gw:
         (await _hello(gw)).close()
-        raw = RawNode(gw.services.broker.port)
-        await raw.connect("nd-ph-1")
-        await raw.publish_qos1(TOPIC, first, pid=1, dup=False)
-        await raw.publish_qos1(TOPIC, first, pid=1, dup=True)  # PUBACK lost: the client library re-sends
-        await raw.publish_qos1(TOPIC, first, pid=7, dup=False)  # the firmware re-publishes from its buffer
-        await raw.publish_qos1(TOPIC, second, pid=2, dup=False)
+        raw = await _raw_node(gw.services.broker.port)
+        await _publish_qos1(raw, first, pid=1, dup=False)
+        await _publish_qos1(raw, first, pid=1, dup=True)  # PUBACK lost: the client library re-sends
+        await _publish_qos1(raw, first, pid=7, dup=False)  # the firmware re-publishes from its buffer
+        await _publish_qos1(raw, second, pid=2, dup=False)
         raw.close()
         assert await _values(gw.services.db) == [6.0, 6.1, 1.4]
         dups = gw.services.metrics.registry.get_sample_value
@@ -136,16 +97,15 @@ async def test_a_resent_message_is_stored_once_with_or_without_dup_and_across_a_
         assert dups("hydro_ingest_duplicates_total", {"reason": "resent"}) == 1
     # A new gateway process (same database) still knows what it committed.
     async with run_gateway(settings) as gw:
-        raw = RawNode(gw.services.broker.port)
-        await raw.connect("nd-ph-1")
-        await raw.publish_qos1(TOPIC, second, pid=2, dup=True)
-        await raw.publish_qos1(TOPIC, first, pid=3, dup=False)
-        await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.3, "boot": "b-17", "seq": 2}, pid=4, dup=False)
+        raw = await _raw_node(gw.services.broker.port)
+        await _publish_qos1(raw, second, pid=2, dup=True)
+        await _publish_qos1(raw, first, pid=3, dup=False)
+        await _publish_qos1(raw, {"metric_type": "ph", "value": 6.3, "boot": "b-17", "seq": 2}, pid=4, dup=False)
         # A reboot starts a new numbering: seq 0 of another boot is new.
-        await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.4, "boot": "b-18", "seq": 0}, pid=5, dup=False)
+        await _publish_qos1(raw, {"metric_type": "ph", "value": 6.4, "boot": "b-18", "seq": 0}, pid=5, dup=False)
         # Older firmware, no identity: stored every time, as before.
-        await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.5}, pid=6, dup=False)
-        await raw.publish_qos1(TOPIC, {"metric_type": "ph", "value": 6.5}, pid=6, dup=True)
+        await _publish_qos1(raw, {"metric_type": "ph", "value": 6.5}, pid=6, dup=False)
+        await _publish_qos1(raw, {"metric_type": "ph", "value": 6.5}, pid=6, dup=True)
         raw.close()
         assert await _values(gw.services.db) == [6.0, 6.1, 1.4, 6.3, 6.4, 6.5, 6.5]
         metrics = gw.services.metrics.registry

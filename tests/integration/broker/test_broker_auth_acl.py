@@ -9,10 +9,10 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from conftest import PASSWORD, accounts, password_hash
-from mqtt_clients import LagProbe, PahoClient, login_burst
 
 from gateway.broker.auth import Account
 from tests.conftest import eventually, run_gateway
+from tests.fakes.mqtt_clients import LagProbe, PahoClient, login_burst
 
 TELEMETRY_1 = "hydro/gh1/zone-a/nd-ph-1/telemetry"
 HELLO = {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1.0.0"}

@@ -13,7 +13,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 import paho.mqtt.client as mqtt
 from conftest import RecordingSink
-from mqtt_clients import LagProbe, PahoClient, RssPeak, flood
 
 from firmware_contracts.validate import JsonDocument
 from gateway.broker.messages import InboundMessage
@@ -21,6 +20,7 @@ from gateway.clock import SystemClock
 from gateway.prometheus import Metrics
 from gateway.router import Routed, Router
 from tests.conftest import eventually
+from tests.fakes.mqtt_clients import LagProbe, PahoClient, RssPeak, flood
 
 FLOOD = "hydro/gh1/zone-a/nd-flood/telemetry"
 GOOD = "hydro/gh1/zone-a/nd-good/telemetry"

@@ -7,10 +7,10 @@ import json
 
 import aiohttp
 from conftest import PASSWORD, accounts, password_hash
-from mqtt_clients import PahoClient
 
 from gateway.telemetry_metrics import Metric
 from tests.conftest import ADMIN_TOKEN, eventually, run_gateway
+from tests.fakes.mqtt_clients import PahoClient
 
 COMMAND = "hydro/gh1/zone-a/nd-water-1/pump_drain/command"
 CONFIG = "hydro/gh1/zone-a/nd-water-1/config"

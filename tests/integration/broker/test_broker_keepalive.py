@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from mqtt_clients import PahoClient, RawClient
-
 from tests.conftest import eventually, run_gateway
+from tests.fakes.mqtt_clients import PahoClient, RawClient
 
 STATUS = "hydro/gh1/zone-a/nd-ph-1/status"
 OFFLINE = b'{"status":"offline"}'

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from mqtt_clients import PahoClient, RawClient, publish_packet
-
 from tests.conftest import eventually
+from tests.fakes.mqtt_clients import PahoClient, RawClient, publish_packet
 
 
 async def test_clients_over_max_connections_get_server_unavailable(broker_factory):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 
 from conftest import PASSWORD, accounts
-from mqtt_clients import PahoClient, RawClient, publish_packet
 
 from tests.conftest import eventually
+from tests.fakes.mqtt_clients import PahoClient, RawClient, publish_packet
 
 PUBACK, PUBREC, PINGRESP = 4, 5, 13
 

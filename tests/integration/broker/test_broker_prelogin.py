@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 
 import aiohttp
-from mqtt_clients import PahoClient, RawClient, connect_packet
 
 from tests.conftest import eventually, run_gateway
+from tests.fakes.mqtt_clients import PahoClient, RawClient, connect_packet
 
 HELLO = {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1.0.0"}
 

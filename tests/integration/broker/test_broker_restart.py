@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mqtt_clients import PahoClient
-
 from tests.conftest import eventually, run_gateway
+from tests.fakes.mqtt_clients import PahoClient
 
 CONFIG = "hydro/gh1/zone-a/nd-ph-1/config"
 HELLO = {"message_type": "node_hello", "hardware_id": "esp32-aa01", "node_type": "ph", "fw_version": "1.0.0"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from conftest import PASSWORD, accounts
-from mqtt_clients import PahoClient
+
+from tests.fakes.mqtt_clients import PahoClient
 
 CONFIG_1 = "hydro/gh1/zone-a/nd-ph-1/config"
 CONFIG_2 = "hydro/gh1/zone-a/nd-ph-2/config"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 from conftest import PASSWORD, accounts
-from mqtt_clients import PahoClient, RawClient, packet, publish_packet
 
 from tests.conftest import eventually
+from tests.fakes.mqtt_clients import PahoClient, RawClient, packet, publish_packet
 
 COMMAND = "hydro/gh1/zone-a/nd-ph-1/pump/command"
 COMMANDS = "hydro/+/+/nd-ph-1/+/command"

@@ -1,4 +1,4 @@
-"""Real MQTT clients for broker tests: paho-mqtt (its own network thread, like a device), a raw asyncio
+"""Real MQTT clients for the tests: paho-mqtt (its own network thread, like a device), a raw asyncio
 client for protocol-level behaviour (silent nodes, half-open connections), and a socket flooder."""
 
 from __future__ import annotations
@@ -169,9 +169,10 @@ def connect_packet(client_id: str, keepalive: int = 30, *, clean: bool = True, w
     return packet(0x10, mqtt_string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload)
 
 
-def publish_packet(topic: str, payload: bytes, qos: int = 0, pid: int = 1) -> bytes:
-    """PUBLISH."""
-    return packet(0x30 | (qos << 1), mqtt_string(topic) + (struct.pack("!H", pid) if qos else b"") + payload)
+def publish_packet(topic: str, payload: bytes, qos: int = 0, pid: int = 1, *, dup: bool = False) -> bytes:
+    """PUBLISH (``dup``: the DUP flag of a re-send)."""
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0)
+    return packet(first, mqtt_string(topic) + (struct.pack("!H", pid) if qos else b"") + payload)
 
 
 class RawClient:
